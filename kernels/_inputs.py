@@ -58,7 +58,8 @@ def check_scan_inputs(
             raise _shape_error(name, vec, f"({dim},)")
     if z is not None and z.shape != u.shape:
         raise _shape_error("z", z, f"{tuple(u.shape)} like u")
-    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias)):
+    named = (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias))
+    for name, t in named:
         if t is not None and t.device != u.device:
             raise InputError(f"selective_scan: {name} is on {t.device} but u is on {u.device}")
         if t is not None and not t.is_floating_point():

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from visionssm.kernels import multi_scan, selective_scan
 
+from visionssm.errors import InputError
+from visionssm.kernels import multi_scan, selective_scan
 from visionssm.scans import available_scans, scan_plan
 
 
@@ -72,6 +73,8 @@ def _timed(fn) -> tuple[torch.Tensor, float]:
 
 def run_demo(size: int = 32, channels: int = 8, state_size: int = 4, seed: int = 0) -> DemoResult:
     """Run the demo on CPU; deterministic for a given seed."""
+    if size < 2:
+        raise InputError(f"demo: --size must be at least 2, got {size}")
     generator = torch.Generator().manual_seed(seed)
     image = phantom(size)
     plan = scan_plan("cross", (size, size))
