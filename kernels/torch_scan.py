@@ -150,8 +150,9 @@ class _Layout(NamedTuple):
         return range(0, self.length, self.block_len)
 
     def channel_tiles(self, x: Tensor, pad: int) -> Tensor:
-        """(Bt, D, T) -> (sub, S, Bt, G, 1, Dg)."""
-        return _to_tiles(_pad_tokens(x, pad).view(self.batch, self.groups, 1, self.per_group, -1), self.sub)
+        """(Bt, D, T) -> (sub, S, Bt, G, 1, Dg), contiguous so that broadcasting against it stays fast."""
+        tiles = _to_tiles(_pad_tokens(x, pad).view(self.batch, self.groups, 1, self.per_group, -1), self.sub)
+        return tiles.contiguous()
 
     def untile_channels(self, x: Tensor, count: int) -> Tensor:
         """(sub, S, Bt, G, 1, Dg) or (sub, S, Bt, G, Dg) -> (Bt, D, count)."""
@@ -175,16 +176,21 @@ class _Layout(NamedTuple):
             self.channel_tiles(dt, pad),
             self.channel_tiles(u_b, pad),
             self.channel_tiles(dt * u_b, pad),
-            _to_tiles(_pad_tokens(B[..., start:stop].to(self.dtype), pad), self.sub).unsqueeze(-1),
-            _to_tiles(_pad_tokens(C[..., start:stop].to(self.dtype), pad), self.sub).unsqueeze(-2),
+            _to_tiles(_pad_tokens(B[..., start:stop].to(self.dtype), pad), self.sub).unsqueeze(-1).contiguous(),
+            _to_tiles(_pad_tokens(C[..., start:stop].to(self.dtype), pad), self.sub).unsqueeze(-2).contiguous(),
         )
+
+
+def _grouped_state_matrix(A: Tensor, lay: _Layout) -> Tensor:
+    """(D, N) -> (G, N, Dg) in the compute dtype, contiguous, to broadcast against state tiles."""
+    return A.to(lay.dtype).view(lay.groups, lay.per_group, lay.state_size).transpose(1, 2).contiguous()
 
 
 class _ChunkedSelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         lay = _Layout.of(u, A, B, compute_dtype(u, delta, A, B, C))
-        A_t = A.to(lay.dtype).view(lay.groups, lay.per_group, lay.state_size).transpose(1, 2)  # (G, N, Dg)
+        A_t = _grouped_state_matrix(A, lay)
         work = _Workspace(2, lay.tile_shape(lay.block_len), lay.dtype, u.device)
         out = torch.empty_like(u)
         state = u.new_zeros(lay.tile_shape(1)[2:], dtype=lay.dtype)
@@ -214,7 +220,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, block_states = ctx.saved_tensors
         lay = _Layout.of(u, A, B, block_states.dtype)
         dtype = lay.dtype
-        A_t = A.to(dtype).view(lay.groups, lay.per_group, lay.state_size).transpose(1, 2)  # (G, N, Dg)
+        A_t = _grouped_state_matrix(A, lay)
         work = _Workspace(4, lay.tile_shape(lay.block_len), dtype, u.device)
         du = torch.empty(u.shape, dtype=dtype, device=u.device)
         ddelta = torch.empty_like(du)
