@@ -51,8 +51,9 @@ def check_scan_inputs(
         groups = BC.shape[1] if BC.dim() == 4 else 1
         if dim % groups != 0:
             raise InputError(f"selective_scan: {name} has {groups} groups, which does not divide dim = {dim}")
-    if B.dim() == 4 and C.dim() == 4 and B.shape[1] != C.shape[1]:
-        raise InputError(f"selective_scan: B has {B.shape[1]} groups but C has {C.shape[1]}")
+    groups_B, groups_C = (BC.shape[1] if BC.dim() == 4 else 1 for BC in (B, C))
+    if groups_B != groups_C:
+        raise InputError(f"selective_scan: B has {groups_B} group(s) but C has {groups_C}; they must match")
     for name, vec in (("D", D), ("delta_bias", delta_bias)):
         if vec is not None and vec.shape != (dim,):
             raise _shape_error(name, vec, f"({dim},)")

@@ -38,8 +38,8 @@ def selective_scan(
         D: (D,) skip weight. z: (Bt, D, L) gate. delta_bias: (D,).
         delta_softplus: apply softplus to delta + delta_bias.
         return_last_state: also return the final state (Bt, D, N); it carries no gradient.
-        backend: "auto", "reference", "torch" or "mamba_ssm" ("auto" reads VISIONSSM_SCAN_BACKEND,
-            else picks "torch").
+        backend: "auto", "reference", "torch", "triton" or "mamba_ssm" ("auto" reads VISIONSSM_SCAN_BACKEND,
+            else picks "triton" for CUDA tensors when triton is installed, "torch" otherwise).
 
     Returns:
         out (Bt, D, L) in u's dtype, or (out, last_state) with the state in float32. The state and all

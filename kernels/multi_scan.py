@@ -1,8 +1,10 @@
 """``multi_scan``: one selective scan per direction of a scan order, merged back onto the grid.
 
 Every per-token tensor is given in raster layout over the spatial grid; the scan order is applied by
-index inside the operator, so callers never build permuted copies. This version composes gather ->
-``selective_scan`` over all K directions at once (as K groups of channels) -> inverse gather and merge.
+index inside the operator, so callers never build permuted copies. The "triton" backend runs one fused
+kernel that reads every direction through the plan's index and merges in-kernel; the other backends
+compose gather -> ``selective_scan`` over all K directions at once (as K groups of channels) -> inverse
+gather and merge.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor
 
 from visionssm.errors import InputError
 
+from .backends import resolve_backend
 from .interface import selective_scan
 
 
@@ -86,6 +89,10 @@ def multi_scan(
     """
     _check(u, delta, A, B, C, plan, D, delta_bias)
     plan = plan.to(u.device)
+    if resolve_backend(backend, u) == "triton":
+        from .triton_scan import multi_scan_triton  # imports triton: only on demand
+
+        return multi_scan_triton(u, delta, A, B, C, plan.index, plan.merge, D, delta_bias, delta_softplus)
     num_dirs, length = plan.index.shape
     batch, dim = u.shape[:2]
     state_size = A.shape[-1]

@@ -222,6 +222,7 @@ def test_auto_backend_agrees_with_reference():
         (lambda a: a.update(A=a["A"][:-1]), "A has shape"),
         (lambda a: a.update(B=a["B"][:, :, :1]), "B has shape"),
         (lambda a: a.update(C=torch.zeros(1, 5, 2, 7)), "5 groups, which does not divide dim = 4"),
+        (lambda a: a.update(C=torch.zeros(1, 2, 2, 7)), "B has 1 group\\(s\\) but C has 2"),
         (lambda a: a.update(D=torch.zeros(3)), "D has shape"),
         (lambda a: a.update(z=torch.zeros(1, 4, 6)), "z has shape"),
         (lambda a: a.update(delta_bias=torch.zeros(4, 1)), "delta_bias has shape"),

@@ -1,0 +1,180 @@
+"""GPU benchmark of the Triton selective scan against the chunked torch backend.
+
+    python benchmarks/triton_scan_gpu.py                   # default tiling, table of shapes
+    python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
+
+Times are medians from ``triton.testing.do_bench`` (forward under no_grad; forward + backward with a
+fixed cotangent). "GB/s" counts the forward's compulsory traffic: u, delta, out (and z) once each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.testing
+
+import visionssm.kernels.triton_scan.scan as triton_scan
+from visionssm.kernels import multi_scan, selective_scan_chunked
+from visionssm.kernels.triton_scan import selective_scan_triton
+from visionssm.scans import merge_tokens, scan_plan, scan_tokens
+
+# name, batch, dim, N, L, dtype, with z, time the torch backend too
+SHAPES = [
+    ("VMamba-T S1 (N=1)", 32, 384, 1, 3136, torch.bfloat16, False, True),
+    ("VMamba-T S3 (N=1)", 128, 1536, 1, 196, torch.bfloat16, False, False),
+    ("Mamba N=16 + z", 8, 1536, 16, 2048, torch.bfloat16, True, True),
+    ("Mamba N=16 fp32", 8, 768, 16, 4096, torch.float32, False, False),
+    ("N=64", 4, 512, 64, 1024, torch.float32, False, False),
+]
+
+# Alternatives to the default per-N tables: (name, forward tiling, backward tiling), applied to every N.
+Tiling = triton_scan.Tiling
+TILINGS = [
+    ("default", None, None),
+    ("fwd2048-bwd1024", Tiling(2048, 8, 4), Tiling(1024, 8, 4)),
+    ("fwd1024-bwd512", Tiling(1024, 8, 4), Tiling(512, 8, 4)),
+    ("bwd-8-warps", Tiling(1024, 8, 4), Tiling(1024, 8, 8)),
+    ("2-channels-N16", Tiling(2048, 32, 4), Tiling(512, 32, 4)),
+    ("4-channels-N16", Tiling(2048, 64, 4), Tiling(1024, 64, 4)),
+]
+
+
+def make_inputs(batch, dim, state, length, dtype, with_z, seed=0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt)
+
+    return dict(
+        u=randn(batch, dim, length),
+        delta=randn(batch, dim, length, scale=0.5, shift=-3.0),
+        A=-torch.exp(torch.rand(dim, state, device="cuda", generator=gen) * 2.0),
+        B=randn(batch, state, length),
+        C=randn(batch, state, length),
+        D=torch.ones(dim, device="cuda"),
+        z=randn(batch, dim, length) if with_z else None,
+        delta_bias=torch.zeros(dim, device="cuda"),
+        delta_softplus=True,
+    )
+
+
+def time_scan(scan: Callable, inputs: dict) -> tuple[float, float]:
+    """(forward ms, forward + backward ms)."""
+    with torch.no_grad():
+        forward = triton.testing.do_bench(lambda: scan(**inputs), warmup=25, rep=100)
+    leaves = {k: v.detach().requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    cotangent = torch.randn_like(leaves["u"])
+
+    def step():
+        scan(**leaves).backward(cotangent)
+
+    both = triton.testing.do_bench(
+        step, warmup=10, rep=100, grad_to_none=[v for v in leaves.values() if isinstance(v, torch.Tensor)]
+    )
+    return forward, both
+
+
+def composed_multi_scan(u, delta, A, B, C, plan, D, delta_bias):
+    """Gathered copies -> one Triton scan over K * D channels -> inverse gather and merge (the unfused path)."""
+    batch, dim = u.shape[:2]
+    num_dirs, length = plan.index.shape
+
+    def directed(x):  # (Bt, K, c, *spatial) -> (Bt, K, c, L)
+        flat = x.reshape(batch, num_dirs, -1, length)
+        return flat.gather(-1, plan.index[None, :, None, :].expand(batch, num_dirs, flat.shape[2], length))
+
+    y = selective_scan_triton(
+        scan_tokens(u, plan).reshape(batch, num_dirs * dim, length),
+        directed(delta).reshape(batch, num_dirs * dim, length),
+        A.reshape(num_dirs * dim, -1),
+        directed(B),
+        directed(C),
+        D.reshape(-1),
+        delta_bias=delta_bias.reshape(-1),
+        delta_softplus=True,
+    )
+    return merge_tokens(y.view(batch, num_dirs, dim, length), plan)
+
+
+def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, sweep: bool) -> None:
+    """Fused multi_scan (per tiling when ``sweep``) against the gather -> scan -> merge composition."""
+    plan = scan_plan("cross", (side, side)).to("cuda")
+    num_dirs = plan.num_directions
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
+
+    inputs = dict(
+        u=randn(batch, dim, side, side),
+        delta=randn(batch, num_dirs, dim, side, side, scale=0.5, shift=-3.0),
+        A=(-torch.exp(torch.rand(num_dirs, dim, state, device="cuda", generator=gen))).requires_grad_(),
+        B=randn(batch, num_dirs, state, side, side),
+        C=randn(batch, num_dirs, state, side, side),
+        D=randn(num_dirs, dim, dt=torch.float32),
+        delta_bias=randn(num_dirs, dim, dt=torch.float32),
+    )
+    cotangent = torch.randn_like(inputs["u"])
+    leaves = list(inputs.values())
+    fused = lambda: multi_scan(**inputs, plan=plan, backend="triton")  # noqa: E731
+    runs = [("fused", fused, (None, None))]
+    if sweep:
+        runs += [(f"fused {name}", fused, tables) for name, *tables in TILINGS[1:]]
+    runs.append(("gather+scan+merge", lambda: composed_multi_scan(**inputs, plan=plan), (None, None)))
+    for label, scan, tables in runs:
+        set_tiling(*tables)
+        with torch.no_grad():
+            forward = triton.testing.do_bench(scan, warmup=25, rep=100)
+        both = triton.testing.do_bench(lambda scan=scan: scan().backward(cotangent), rep=100, grad_to_none=leaves)
+        shape = f"{batch}x{dim}x{side}x{side} N={state}"
+        print(f"multi_scan cross {shape} {label:28} fwd {forward:.3f} ms, f+b {both:.3f} ms", flush=True)
+    set_tiling(None, None)
+
+
+TABLES = ("FORWARD_TILINGS", "BACKWARD_TILINGS", "MULTI_FORWARD_TILINGS", "MULTI_BACKWARD_TILINGS")
+DEFAULT_TILINGS = {name: getattr(triton_scan, name) for name in TABLES}
+
+
+def set_tiling(forward: Tiling | None, backward: Tiling | None) -> None:
+    """Use one forward and one backward tiling for every N and both scan kinds (None: the defaults)."""
+    for name in TABLES:
+        tiling = forward if "FORWARD" in name else backward
+        setattr(triton_scan, name, DEFAULT_TILINGS[name] if tiling is None else {1024: tiling})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true", help="also time the tilings in TILINGS")
+    parser.add_argument("--multi-only", action="store_true", help="time only multi_scan")
+    parser.add_argument("--budget-s", type=float, default=120.0, help="stop sweeping after this many seconds")
+    args = parser.parse_args()
+    props = torch.cuda.get_device_properties(0)
+    print(f"{props.name}, torch {torch.__version__}, triton {triton.__version__}")
+    header = f"{'shape':24} {'tiling':14} {'fwd ms':>8} {'GB/s':>6} {'fwd+bwd ms':>11}"
+    print(f"{header} {'torch fwd':>10} {'torch f+b':>10}")
+    start = time.perf_counter()
+    for name, batch, dim, state, length, dtype, with_z, with_torch in [] if args.multi_only else SHAPES:
+        inputs = make_inputs(batch, dim, state, length, dtype, with_z)
+        traffic = batch * dim * length * inputs["u"].element_size() * (5 if with_z else 3)
+        torch_times = time_scan(selective_scan_chunked, inputs) if with_torch else (float("nan"),) * 2
+        for tiling, *tables in TILINGS if args.sweep else TILINGS[:1]:
+            if tiling != "default" and time.perf_counter() - start > args.budget_s:
+                break
+            set_tiling(*tables)
+            forward, both = time_scan(selective_scan_triton, inputs)
+            print(
+                f"{name:24} {tiling:14} {forward:8.3f} {traffic / forward / 1e6:6.0f} {both:11.3f} "
+                f"{torch_times[0]:10.3f} {torch_times[1]:10.3f}",
+                flush=True,
+            )
+        set_tiling(None, None)
+    time_multi_scan(32, 96, 56, 1, torch.bfloat16, sweep=False)
+    time_multi_scan(32, 192, 28, 16, torch.bfloat16, sweep=args.sweep)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The Triton backend against the sequential reference: outputs, last state and every gradient.
+
+Without CUDA the kernels run in Triton's CPU interpreter: TRITON_INTERPRET=1 is set below, before the
+kernels are decorated (the interpreter is slow, so shapes stay tiny). On a GPU the same tests run compiled.
+The "small tiles" layout shrinks the chunk and tile sizes so that tiny sequences span several chunks of
+several tiles, with channel blocks that straddle no group but share groups (atomic dB/dC adds).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+if sys.platform != "linux" and not torch.cuda.is_available():
+    pytest.skip("the Triton interpreter is only exercised on Linux", allow_module_level=True)
+
+import visionssm.kernels.triton_scan.scan as triton_scan  # noqa: E402
+from scan_problems import ScanProblem, make_problem  # noqa: E402
+from visionssm.errors import BackendUnavailableError  # noqa: E402
+from visionssm.kernels import multi_scan, selective_scan, selective_scan_chunked, selective_scan_ref  # noqa: E402
+from visionssm.kernels.backends import resolve_backend  # noqa: E402
+from visionssm.kernels.triton_scan import selective_scan_triton  # noqa: E402
+from visionssm.scans import scan_plan  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+# Relative to max |reference|; 16-bit outputs and input gradients are rounded to 16 bits by both sides.
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+@pytest.fixture(params=["default", "small-tiles"])
+def layout(request, monkeypatch):
+    """Default tiling, or chunks of 16 tokens, tiles of 4-8 tokens, at most 4 channels and 3 backward programs."""
+    if request.param == "small-tiles":
+        small = {1024: triton_scan.Tiling(tile_elements=64, channel_state=32, num_warps=4)}
+        monkeypatch.setattr(triton_scan, "CHUNK_LEN", 16)
+        monkeypatch.setattr(triton_scan, "MIN_BLOCK_L", 4)
+        monkeypatch.setattr(triton_scan, "FORWARD_TILINGS", small)
+        monkeypatch.setattr(triton_scan, "BACKWARD_TILINGS", small)
+        monkeypatch.setattr(triton_scan, "MULTI_FORWARD_TILINGS", small)
+        monkeypatch.setattr(triton_scan, "MULTI_BACKWARD_TILINGS", small)
+        monkeypatch.setattr(triton_scan, "MAX_CHANNELS_PER_BLOCK", 4)
+        monkeypatch.setattr(triton_scan, "MAX_BACKWARD_PROGRAMS", 3)
+    return request.param
+
+
+def on_device(problem: ScanProblem) -> ScanProblem:
+    """The same problem with leaf tensors on DEVICE."""
+    moved = [None if t is None else t.detach().to(DEVICE).requires_grad_() for t in problem.args()[:-1]]
+    return ScanProblem(*moved, problem.delta_softplus)
+
+
+def outputs_and_grads(scan, problem: ScanProblem, seed: int = 1):
+    """(out, last_state, gradients of every input) for a fixed random cotangent."""
+    out, last_state = scan(*problem.args(), return_last_state=True)
+    gen = torch.Generator().manual_seed(seed)
+    cotangent = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype).to(out.device)
+    return out, last_state, torch.autograd.grad(out, problem.tensors(), cotangent)
+
+
+def assert_near(actual: torch.Tensor, expected: torch.Tensor, rtol: float, name: str) -> None:
+    """|actual - expected| <= rtol * max(max |expected|, 1e-3): relative, with a floor for gradients that are 0."""
+    scale = max(expected.abs().max().item(), 1e-3)
+    err = (actual.double() - expected.double()).abs().max().item()
+    assert err <= rtol * scale, f"{name}: max abs error {err:.3e} > {rtol:.1e} x {scale:.3e}"
+
+
+def assert_matches_reference(problem: ScanProblem, rtol: float, reference=selective_scan_ref) -> None:
+    out, last, grads = outputs_and_grads(selective_scan_triton, problem)
+    ref_out, ref_last, ref_grads = outputs_and_grads(reference, problem)
+    assert out.dtype == problem.u.dtype and out.shape == ref_out.shape
+    assert last.dtype == ref_last.dtype and last.shape == ref_last.shape and not last.requires_grad
+    assert_near(out, ref_out, rtol, "out")
+    assert_near(last, ref_last, rtol, "last_state")
+    names = [name for name, t in zip(GRAD_NAMES, problem.args()) if t is not None]
+    for name, grad, ref_grad, inp in zip(names, grads, ref_grads, problem.tensors()):
+        assert grad.dtype == inp.dtype and grad.shape == inp.shape, name
+        assert_near(grad, ref_grad, rtol, f"grad {name}")
+
+
+ALL = dict(with_D=True, with_z=True, with_bias=True, softplus=True)
+NONE = dict(with_D=False, with_z=False, with_bias=False, softplus=False)
+CASES = [
+    # dtype, batch, dim, N, L, groups, options
+    (torch.float64, 2, 6, 2, 37, None, ALL),
+    (torch.float64, 1, 4, 3, 21, 2, dict(with_z=False)),
+    (torch.float32, 2, 4, 1, 1, None, ALL),
+    (torch.float32, 1, 6, 16, 29, 3, NONE),
+    (torch.float32, 2, 4, 2, 45, 1, dict(with_D=False, with_bias=False)),
+    (torch.float16, 2, 4, 2, 37, None, ALL),
+    (torch.float16, 1, 8, 1, 33, 4, dict(with_z=False, softplus=False)),
+    (torch.bfloat16, 1, 4, 16, 19, 2, dict(with_z=False)),
+    (torch.bfloat16, 2, 6, 1, 40, None, dict(with_bias=False)),
+]
+
+
+@pytest.mark.parametrize(("dtype", "batch", "dim", "state", "length", "groups", "options"), CASES, ids=str)
+def test_triton_matches_reference(layout, dtype, batch, dim, state, length, groups, options):
+    problem = on_device(make_problem(batch, dim, state, length, groups=groups, dtype=dtype, **options))
+    assert_matches_reference(problem, RTOL[dtype])
+
+
+def test_triton_softplus_threshold():
+    """Raw deltas above 20 pass through softplus unchanged, as in torch and mamba_ssm."""
+    u = torch.ones(1, 1, 4, dtype=torch.float64, device=DEVICE)
+    delta = torch.tensor([[[25.0, 0.0, -30.0, 19.5]]], dtype=torch.float64, device=DEVICE)
+    A = -torch.ones(1, 1, dtype=torch.float64, device=DEVICE)
+    B = C = torch.ones(1, 1, 4, dtype=torch.float64, device=DEVICE)
+    got = selective_scan_triton(u, delta, A, B, C, delta_softplus=True)
+    torch.testing.assert_close(got, selective_scan_ref(u, delta, A, B, C, delta_softplus=True), rtol=1e-12, atol=0)
+
+
+def test_triton_backend_selection(monkeypatch):
+    u = torch.zeros(1, 1, 1, device=DEVICE)
+    assert resolve_backend("triton", u) == "triton"
+    assert resolve_backend("auto", u) == ("triton" if u.is_cuda else "torch")
+    problem = on_device(make_problem(1, 2, 2, 9, dtype=torch.float64))
+    torch.testing.assert_close(selective_scan(*problem.args(), backend="triton"), selective_scan_ref(*problem.args()))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(BackendUnavailableError, match="CUDA tensors"):
+        resolve_backend("triton", torch.zeros(1, 1, 1))
+
+
+def multi_scan_inputs(plan, dtype: torch.dtype, batch: int = 2, dim: int = 3, state: int = 2, seed: int = 0) -> dict:
+    """Leaf tensors on DEVICE for ``multi_scan`` over ``plan``, in raster layout."""
+    gen = torch.Generator().manual_seed(seed)
+    num_dirs, spatial = plan.num_directions, plan.spatial_shape
+
+    def leaf(*shape, scale=1.0, shift=0.0, dt=dtype):
+        x = torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift
+        return x.to(dt).to(DEVICE).requires_grad_()
+
+    param_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    A = -torch.rand(num_dirs, dim, state, generator=gen, dtype=torch.float64) - 0.2
+    return dict(
+        u=leaf(batch, dim, *spatial),
+        delta=leaf(batch, num_dirs, dim, *spatial, scale=0.5, shift=-1.0),
+        A=A.to(param_dtype).to(DEVICE).requires_grad_(),
+        B=leaf(batch, num_dirs, state, *spatial),
+        C=leaf(batch, num_dirs, state, *spatial),
+        D=leaf(num_dirs, dim, dt=param_dtype),
+        delta_bias=leaf(num_dirs, dim, scale=0.2, dt=param_dtype),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "merge"),
+    [
+        ("cross", (4, 5), "sum"),
+        ("zigzag8", (3, 4), "mean"),
+        ("hilbert", (4, 4), "sum"),
+        ("cross3d", (2, 3, 4), "sum"),
+        ("tri_orientation", (2, 2, 3), "mean"),
+    ],
+)
+def test_fused_multi_scan_matches_composition(layout, name, shape, merge):
+    """One fused launch over all directions against gather -> reference scan -> merge, float64."""
+    plan = scan_plan(name, shape, merge=merge)
+    inputs = multi_scan_inputs(plan, torch.float64)
+    cotangent = torch.randn(inputs["u"].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cotangent = cotangent.to(DEVICE)
+    got = multi_scan(**inputs, plan=plan, backend="triton")
+    want = multi_scan(**inputs, plan=plan, backend="reference")
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert_near(got, want, 1e-10, "out")
+    got_grads = torch.autograd.grad(got, list(inputs.values()), cotangent)
+    want_grads = torch.autograd.grad(want, list(inputs.values()), cotangent)
+    for key, g, w in zip(inputs, got_grads, want_grads):
+        assert_near(g, w, 1e-10, f"grad {key}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_fused_multi_scan_low_precision_without_optional_parameters(dtype):
+    plan = scan_plan("cross", (3, 5))
+    inputs = multi_scan_inputs(plan, dtype, state=4)
+    inputs.update(D=None, delta_bias=None)
+    got = multi_scan(**inputs, plan=plan, delta_softplus=False, backend="triton")
+    want = multi_scan(**inputs, plan=plan, delta_softplus=False, backend="reference")
+    assert got.dtype == dtype
+    assert_near(got, want, RTOL[dtype], "out")
+    leaves = [v for v in inputs.values() if v is not None]
+    cotangent = torch.ones_like(got)
+    for key, g, w in zip(
+        inputs, torch.autograd.grad(got, leaves, cotangent), torch.autograd.grad(want, leaves, cotangent)
+    ):
+        assert g.dtype == w.dtype
+        assert_near(g, w, RTOL[dtype], f"grad {key}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size chunks need compiled kernels")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_triton_several_default_chunks_on_gpu(dtype):
+    """L = 5000 spans three 2048-token chunks with the default tiling."""
+    problem = on_device(make_problem(2, 8, 16, 5000, groups=2, dtype=dtype))
+    assert_matches_reference(problem, RTOL[dtype])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU with about 16 GB free")
+def test_triton_long_sequences_and_64bit_offsets_on_gpu():
+    """L = 2**22 tokens, and a (1, 512, 2**22 + 3) bf16 problem whose offsets pass 2**31."""
+    with torch.no_grad():
+        problem = make_problem(1, 2, 4, 1 << 22, dtype=torch.float32, with_z=False)
+        problem = ScanProblem(*[None if t is None else t.detach().cuda() for t in problem.args()[:-1]], True)
+        want = selective_scan_chunked(*problem.args(), return_last_state=True)
+        got = selective_scan_triton(*problem.args(), return_last_state=True)
+        assert_near(got[0], want[0], 1e-4, "out")
+        assert_near(got[1], want[1], 1e-4, "last_state")
+
+        batch, dim, length = 1, 512, (1 << 22) + 3
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        u = torch.randn(batch, dim, length, device="cuda", dtype=torch.bfloat16, generator=gen)
+        delta = torch.randn(batch, dim, length, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.5 - 1
+        A = -torch.rand(dim, 1, device="cuda", generator=gen) - 0.1
+        B, C = (torch.randn(batch, 1, length, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in "BC")
+        out, last = selective_scan_triton(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
+        tail = slice(dim - 2, dim)  # rows whose offsets pass 2**31
+        want_out, want_last = selective_scan_chunked(
+            u[:, tail], delta[:, tail], A[tail], B, C, delta_softplus=True, return_last_state=True
+        )
+        assert_near(out[:, tail], want_out, 3e-2, "out beyond 2**31")
+        assert_near(last[:, tail], want_last, 1e-3, "last_state beyond 2**31")
