@@ -73,7 +73,7 @@ def outputs_and_grads(scan, problem: ScanProblem, seed: int = 1):
     """Run ``scan`` and backpropagate a fixed random cotangent: (out, last_state, grads)."""
     out, last_state = scan(*problem.args(), return_last_state=True)
     gen = torch.Generator().manual_seed(seed)
-    cotangent = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+    cotangent = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device=out.device, dtype=out.dtype)
     grads = torch.autograd.grad(out, problem.tensors(), cotangent)
     return out, last_state, grads
 
