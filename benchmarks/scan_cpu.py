@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 
+from report import DOC, write_block
 from visionssm.kernels import selective_scan
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- scan_cpu:begin -->", "<!-- scan_cpu:end -->"
 
 
 def make_inputs(batch: int, dim: int, state: int, length: int, seed: int = 0) -> list[torch.Tensor]:
@@ -105,17 +103,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.write:
-        text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        block = "\n".join([BEGIN, *lines, END])
-        if BEGIN in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + block + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n## Selective scan on CPU (`benchmarks/scan_cpu.py`)\n\n" + block + "\n"
-        tmp = DOC.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(DOC)
-
+        write_block("scan_cpu", "Selective scan on CPU (`benchmarks/scan_cpu.py`)", lines)
 
 if __name__ == "__main__":
     main()

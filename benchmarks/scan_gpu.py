@@ -55,11 +55,10 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from report import DOC, write_block
 from visionssm.kernels import multi_scan, selective_scan
 from visionssm.scans import ScanPlan, merge_tokens, scan_plan, scan_tokens
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- scan_gpu:begin -->", "<!-- scan_gpu:end -->"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 3e-2}  # max relative error of the check
 TORCH_MAX_STATES = 2**31  # Bt*K*dim*L*N above which backend "torch" is not even tried
@@ -523,19 +522,6 @@ def report(meta: dict, checks: list[dict], plain: list[dict], multi: list[dict],
     return [*lines, "", "Targets (defined on an H100):", "", *[f"- {t}" for t in target_lines]]
 
 
-def write_doc(lines: list[str]) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Selective scan on GPU (`benchmarks/scan_gpu.py`)\n\n" + block + "\n"
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(DOC)
-
-
 # ------------------------------------------------------------------------------------------------ main
 def select_shapes(names: list[str]) -> list[Shape]:
     chosen = []
@@ -568,7 +554,7 @@ def main() -> None:
         lines = report(data["meta"], data["checks"], data["plain"], data["multi"], data["targets"])
         print("\n".join(lines))
         if args.write:
-            write_doc(lines)
+            write_block("scan_gpu", "Selective scan on GPU (`benchmarks/scan_gpu.py`)", lines)
         return
     if args.smoke and args.write:
         parser.error("--smoke never writes docs/benchmarks.md; drop --write")
@@ -637,7 +623,7 @@ def main() -> None:
     lines = report(data["meta"], checks, plain, multi, data["targets"])
     print("\n".join(lines))
     if args.write:
-        write_doc(lines)
+        write_block("scan_gpu", "Selective scan on GPU (`benchmarks/scan_gpu.py`)", lines)
 
 
 if __name__ == "__main__":
