@@ -105,5 +105,6 @@ def main() -> None:
     if args.write:
         write_block("scan_cpu", "Selective scan on CPU (`benchmarks/scan_cpu.py`)", lines)
 
+
 if __name__ == "__main__":
     main()
