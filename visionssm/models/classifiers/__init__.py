@@ -1,0 +1,1 @@
+"""Image classifiers built on visual state-space blocks."""
