@@ -30,7 +30,8 @@ def test_unknown_names_are_input_errors():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_preset_builds(path):
-    model = load_config(path)
+    with torch.device("meta"):  # shapes and parameter counts only: full-size presets build in a blink
+        model = load_config(path)
     assert isinstance(model, torch.nn.Module) and sum(p.numel() for p in model.parameters()) > 0
 
 
