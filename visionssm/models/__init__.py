@@ -4,9 +4,10 @@ Importing ``visionssm.models`` registers every model with the visionssm registry
 Needs timm (extra ``visionssm[timm]``).
 """
 
-from . import backbones, change
+from . import backbones, change, classifiers
 from .backbones import VMamba
 from .change import MambaBCD, MambaBDA, MambaSCD
+from .classifiers import MedMamba, RSMamba, VMambaClassifier
 from .registry import ModelEntry, build_from_config, create, list_models, load_config, register
 
 register("vmamba", "backbone")(VMamba)
@@ -15,10 +16,14 @@ __all__ = [
     "MambaBCD",
     "MambaBDA",
     "MambaSCD",
+    "MedMamba",
     "ModelEntry",
+    "RSMamba",
     "VMamba",
+    "VMambaClassifier",
     "backbones",
     "change",
+    "classifiers",
     "build_from_config",
     "create",
     "list_models",
