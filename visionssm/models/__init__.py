@@ -4,11 +4,12 @@ Importing ``visionssm.models`` registers every model with the visionssm registry
 Needs timm (extra ``visionssm[timm]``).
 """
 
-from . import backbones, change, classifiers
+from . import backbones, change, classifiers, segmenters
 from .backbones import VMamba
 from .change import MambaBCD, MambaBDA, MambaSCD
 from .classifiers import MedMamba, RSMamba, VMambaClassifier
 from .registry import ModelEntry, build_from_config, create, list_models, load_config, register
+from .segmenters import LightMUNet, VMUNet
 
 register("vmamba", "backbone")(VMamba)
 
@@ -17,13 +18,16 @@ __all__ = [
     "MambaBDA",
     "MambaSCD",
     "MedMamba",
+    "LightMUNet",
     "ModelEntry",
     "RSMamba",
+    "VMUNet",
     "VMamba",
     "VMambaClassifier",
     "backbones",
     "change",
     "classifiers",
+    "segmenters",
     "build_from_config",
     "create",
     "list_models",
