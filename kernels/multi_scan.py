@@ -1,10 +1,10 @@
 """``multi_scan``: one selective scan per direction of a scan order, merged back onto the grid.
 
 Every per-token tensor is given in raster layout over the spatial grid; the scan order is applied by
-index inside the operator, so callers never build permuted copies. The "triton" backend runs one fused
-kernel that reads every direction through the plan's index and merges in-kernel; the other backends
-compose gather -> ``selective_scan`` over all K directions at once (as K groups of channels) -> inverse
-gather and merge.
+index inside the operator, so callers never build permuted copies. ``backend="triton"`` runs one fused
+kernel that reads every direction through the plan's index and merges in-kernel; every other choice,
+"auto" included, composes gather -> ``selective_scan`` over all K directions at once (as K groups of
+channels, on the backend "auto" selects) -> inverse gather and merge.
 """
 
 from __future__ import annotations
@@ -82,14 +82,17 @@ def multi_scan(
         plan: a scan order with K directions over prod(spatial) tokens (e.g. ``scan_plan("cross", (H, W))``).
         D, delta_bias: (K, D) per direction, optional.
         delta_softplus: apply softplus to delta + delta_bias (True, as in VMamba).
-        backend: selective-scan backend, see :func:`selective_scan`.
+        backend: "triton" for the fused kernel; any other name (or "auto") composes gather, :func:`selective_scan`
+            on that backend, and merge.
 
     Returns:
         (Bt, D, *spatial): the K directions' outputs put back in raster order and summed (or averaged).
     """
     _check(u, delta, A, B, C, plan, D, delta_bias)
     plan = plan.to(u.device)
-    if resolve_backend(backend, u) == "triton":
+    # The fused kernel runs only when asked for by name: on an H100 it is still slower than gathering +
+    # the auto-selected scan + merging for N > 1 and for 3D orders (docs/benchmarks.md), so "auto" composes.
+    if backend != "auto" and resolve_backend(backend, u) == "triton":
         from .triton_scan import multi_scan_triton  # imports triton: only on demand
 
         return multi_scan_triton(u, delta, A, B, C, plan.index, plan.merge, D, delta_bias, delta_softplus)
