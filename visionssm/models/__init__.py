@@ -9,7 +9,7 @@ from .backbones import VMamba
 from .change import MambaBCD, MambaBDA, MambaSCD
 from .classifiers import MedMamba, RSMamba, VMambaClassifier
 from .registry import ModelEntry, build_from_config, create, list_models, load_config, register
-from .segmenters import LightMUNet, VMUNet
+from .segmenters import LightMUNet, UMambaBot, UMambaEnc, VMUNet
 
 register("vmamba", "backbone")(VMamba)
 
@@ -21,6 +21,8 @@ __all__ = [
     "LightMUNet",
     "ModelEntry",
     "RSMamba",
+    "UMambaBot",
+    "UMambaEnc",
     "VMUNet",
     "VMamba",
     "VMambaClassifier",

@@ -2,9 +2,12 @@
 
 - :class:`VMUNet` (VM-UNet, 2D): VMamba-v0 encoder, VSS decoder with PatchExpand, additive skips.
 - :class:`LightMUNet` (LightM-UNet, 2D/3D): residual vision Mamba (RVM) encoder, DWConv decoder.
+- :class:`UMambaBot`, :class:`UMambaEnc` (U-Mamba, 2D/3D): nnU-Net residual U-Net with Mamba layers at the
+  bottleneck or after every encoder stage.
 """
 
 from .lightm_unet import LightMUNet
+from .umamba import UMambaBot, UMambaEnc
 from .vm_unet import VMUNet
 
-__all__ = ["LightMUNet", "VMUNet"]
+__all__ = ["LightMUNet", "UMambaBot", "UMambaEnc", "VMUNet"]
