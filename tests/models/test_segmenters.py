@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("timm")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+from model_checks import assert_deterministic_and_round_trips
 
-from visionssm.errors import InputError  # noqa: E402
-from visionssm.models.backbones.vmamba import VMamba  # noqa: E402
-from visionssm.models.registry import create, list_models  # noqa: E402
-from visionssm.models.segmenters.lightm_unet import LightMUNet  # noqa: E402
-from visionssm.models.segmenters.vm_unet import VMUNet, checkpoint_filter_fn  # noqa: E402
+pytest.importorskip("timm")
+
+from visionssm.errors import InputError
+from visionssm.models.backbones.vmamba import VMamba
+from visionssm.models.registry import create, list_models
+from visionssm.models.segmenters.lightm_unet import LightMUNet
+from visionssm.models.segmenters.vm_unet import VMUNet, checkpoint_filter_fn
 
 TINY_VMUNET = dict(dims=8, depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), d_state=2, drop_path_rate=0.0)
 TINY_LIGHTM = dict(init_filters=8, blocks_down=(1, 1, 1, 1), blocks_up=(1, 1, 1), d_state=2)
@@ -78,21 +79,7 @@ def test_forward_backward_shapes_and_finite(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_deterministic_with_seed_and_safetensors_round_trip(kind, tmp_path):
-    torch.manual_seed(1)
-    model, x = _tiny(kind)
-    torch.manual_seed(1)
-    again, _ = _tiny(kind)
-    model.eval()
-    again.eval()
-    with torch.no_grad():
-        y = model(x)
-        assert torch.equal(y, again(x))
-        path = tmp_path / "model.safetensors"
-        safetensors_torch.save_file(model.state_dict(), str(path))
-        torch.manual_seed(2)
-        fresh, _ = _tiny(kind)
-        fresh.load_state_dict(safetensors_torch.load_file(str(path)))
-        assert torch.equal(fresh.eval()(x), y)
+    assert_deterministic_and_round_trips(lambda: _tiny(kind), tmp_path)
 
 
 @pytest.mark.parametrize("kind", KINDS)

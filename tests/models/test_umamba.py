@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-safetensors_torch = pytest.importorskip("safetensors.torch")
-
-from visionssm.errors import InputError  # noqa: E402
-from visionssm.models.registry import create, list_models  # noqa: E402
-from visionssm.models.segmenters.umamba import UMambaBot, UMambaEnc, checkpoint_filter_fn  # noqa: E402
+from model_checks import assert_deterministic_and_round_trips
+from visionssm.errors import InputError
+from visionssm.models.registry import create, list_models
+from visionssm.models.segmenters.umamba import UMambaBot, UMambaEnc, checkpoint_filter_fn
 
 TINY = dict(
     features_per_stage=(4, 8, 8), strides=(1, 2, 2), n_blocks_per_stage=2, n_conv_per_stage_decoder=2, d_state=2
@@ -84,21 +83,7 @@ def test_deep_supervision_returns_every_level_full_resolution_first(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_deterministic_with_seed_and_safetensors_round_trip(kind, tmp_path):
-    torch.manual_seed(1)
-    model, x = _tiny(kind)
-    torch.manual_seed(1)
-    again, _ = _tiny(kind)
-    model.eval()
-    again.eval()
-    with torch.no_grad():
-        y = model(x)
-        assert torch.equal(y, again(x))
-        path = tmp_path / "model.safetensors"
-        safetensors_torch.save_file(model.state_dict(), str(path))
-        torch.manual_seed(2)
-        fresh, _ = _tiny(kind)
-        fresh.load_state_dict(safetensors_torch.load_file(str(path)))
-        assert torch.equal(fresh.eval()(x), y)
+    assert_deterministic_and_round_trips(lambda: _tiny(kind), tmp_path)
 
 
 # ---- behaviour ---------------------------------------------------------------------------------------------------
