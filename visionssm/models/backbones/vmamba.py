@@ -39,6 +39,7 @@ from visionssm.layers import (
     PatchMerging,
     VSSBlock,
 )
+from visionssm.layers.init import init_linear_and_layernorm
 from visionssm.layers.ssm import check_spatial_dims
 
 __all__ = ["VMamba", "VMambaStage", "checkpoint_filter_fn"]
@@ -228,19 +229,8 @@ class VMamba(nn.Module):
         self.norm = LayerNormNd(self.num_features, eps=norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         self.head: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # VMamba's init: truncated normal (std 0.02) for every Linear (incl. the 1x1 projections), LayerNorm (1, 0);
-        # convs and the mixer's own S6 parameters keep the initialisation they were built with.
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        # Linear (incl. the 1x1 projections) and LayerNorm as VMamba; convs and the S6 parameters keep theirs.
+        self.apply(init_linear_and_layernorm)
 
     # ---- timm model API ------------------------------------------------------------------------------------------
     @torch.jit.ignore

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from visionssm.errors import InputError
 from visionssm.layers import LayerNormNd, PatchEmbed, PatchMerging, SSMixer
 from visionssm.layers._timm import DropPath
+from visionssm.layers.init import init_linear_and_layernorm
 from visionssm.layers.ssm import check_spatial_dims
 from visionssm.models.registry import register
 
@@ -200,14 +201,8 @@ class MedMamba(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        init_linear_and_layernorm(module)
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     @torch.jit.ignore

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from visionssm.errors import InputError
 from visionssm.layers import LayerNormNd, PointwiseLinear, VSSBlock
+from visionssm.layers.init import init_linear_and_layernorm
 from visionssm.models.backbones.vmamba import VMamba, _rename_vmamba_key
 from visionssm.models.registry import register
 
@@ -218,7 +219,7 @@ class VMUNet(nn.Module):
         )
         self.head = nn.Conv2d(final_dim, out_channels, 1)
         for module in (self.decoder, self.final_up):
-            module.apply(VMamba._init_weights)
+            module.apply(init_linear_and_layernorm)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Encoder: x (B, C_in, H, W) -> (deepest features (B, dims[-1], H/32, W/32), skips).
