@@ -31,15 +31,14 @@ SHAPES = [
     ("N=64", 4, 512, 64, 1024, torch.float32, False, False),
 ]
 
-# Alternatives to the default per-N tables: (name, forward tiling, backward tiling), applied to every N.
+# Alternatives to the default per-N table: (name, tiling applied to every N, chunk-parallel or None for auto).
 Tiling = triton_scan.Tiling
 TILINGS = [
     ("default", None, None),
-    ("fwd2048-bwd1024", Tiling(2048, 8, 4), Tiling(1024, 8, 4)),
-    ("fwd1024-bwd512", Tiling(1024, 8, 4), Tiling(512, 8, 4)),
-    ("bwd-8-warps", Tiling(1024, 8, 4), Tiling(1024, 8, 8)),
-    ("2-channels-N16", Tiling(2048, 32, 4), Tiling(512, 32, 4)),
-    ("4-channels-N16", Tiling(2048, 64, 4), Tiling(1024, 64, 4)),
+    ("1024/4w", Tiling(1024, 1, 4, 1, 4), None),
+    ("1024/2ch", Tiling(1024, 2, 4, 2, 8), None),
+    ("2048/8-16w", Tiling(2048, 1, 8, 1, 16), None),
+    ("2048 chunk-par", Tiling(2048, 1, 8, 1, 16), True),
 ]
 
 
@@ -135,15 +134,13 @@ def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dt
     set_tiling(None, None)
 
 
-TABLES = ("FORWARD_TILINGS", "BACKWARD_TILINGS", "MULTI_FORWARD_TILINGS", "MULTI_BACKWARD_TILINGS")
-DEFAULT_TILINGS = {name: getattr(triton_scan, name) for name in TABLES}
+DEFAULT_TILINGS = triton_scan.TILINGS
 
 
-def set_tiling(forward: Tiling | None, backward: Tiling | None) -> None:
-    """Use one forward and one backward tiling for every N and both scan kinds (None: the defaults)."""
-    for name in TABLES:
-        tiling = forward if "FORWARD" in name else backward
-        setattr(triton_scan, name, DEFAULT_TILINGS[name] if tiling is None else {1024: tiling})
+def set_tiling(tiling: Tiling | None, parallel: bool | None) -> None:
+    """Use one tiling for every N (None: the default table) and force or forbid chunk-parallel launches."""
+    triton_scan.TILINGS = DEFAULT_TILINGS if tiling is None else {1 << 20: tiling}
+    triton_scan.CHUNK_PARALLEL = parallel
 
 
 def main() -> None:

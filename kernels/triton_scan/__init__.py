@@ -5,6 +5,6 @@ the library works without triton. On CPU tensors the kernels run only under ``TR
 """
 
 from .multi import multi_scan_triton
-from .scan import CHUNK_LEN, selective_scan_triton
+from .scan import selective_scan_triton
 
-__all__ = ["CHUNK_LEN", "multi_scan_triton", "selective_scan_triton"]
+__all__ = ["multi_scan_triton", "selective_scan_triton"]

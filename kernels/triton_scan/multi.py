@@ -1,9 +1,10 @@
 """Fused multi-direction scan: all K directions of a scan plan in one launch, merged in-kernel.
 
 Each program reads u, delta, B and C at the raster positions ``index[k, t]`` (no gathered copies) and
-adds its direction's output into the raster-order result. A program owns a block of channels of one batch
-row for all K directions, one direction after the other, so the accumulation into ``out`` (and into ``du``
-in the backward pass) needs no atomics and is deterministic.
+adds its direction's output into the raster-order result. Usually a program owns a block of channels of one
+batch row for all K directions, one direction after the other, so the accumulation into ``out`` (and into ``du``
+in the backward pass) needs no atomics and is deterministic; chunk-parallel launches (few channel rows, long
+sequences) add with atomics instead.
 """
 
 from __future__ import annotations

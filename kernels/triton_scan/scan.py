@@ -1,11 +1,11 @@
 """Launch code and autograd for the Triton selective scan (plain and multi-direction).
 
-The forward pass keeps only u, delta, A, B, C, D, z, delta_bias (and the index map) plus one state per
-chunk of ``CHUNK_LEN`` tokens, (Bt, K, D, ceil(L / CHUNK_LEN), N) in float32: half of what mamba_ssm keeps
-(it stores 2N values per chunk). The backward pass recomputes the states inside each chunk from the saved
-state; its only other buffer is a scratch of one state per tile of a chunk for each of its (persistent,
-at most BACKWARD_PROGRAMS_PER_SM per SM) programs, a few MB at most. Tilings are fixed tables per N,
-measured on an H100; compiled kernels are cached by Triton (nothing is compiled at install time).
+The forward pass keeps only u, delta, A, B, C, D, z, delta_bias (and the index map) plus one float32 state per
+chunk of ``Tiling.chunk_len`` (1024 or 2048) tokens, (Bt, K, D, n_chunks, N): at most what mamba_ssm keeps (2N
+values per chunk of 2048). The backward pass recomputes each chunk's states from the saved state before it.
+Chunk-parallel launches (few channel rows, long sequences) add transient per-chunk buffers of the size of the
+saved states. Tilings are a fixed table per N, measured on an H100 (benchmarks/triton_scan_gpu.py); Triton
+caches the compiled kernels (nothing is compiled at install time).
 """
 
 from __future__ import annotations
@@ -23,45 +23,39 @@ from visionssm.errors import BackendUnavailableError
 
 from .._inputs import as_grouped, compute_dtype
 from ..backends import triton_interpreting
-from .kernels import _scan_backward_kernel, _scan_forward_kernel
-
-CHUNK_LEN = 2048
-"""Tokens per saved state (a power of two): the backward pass recomputes states from one per chunk."""
+from .kernels import FROM_CARRY, SEQUENTIAL, SUMMARY, _carry_kernel, _scan_backward_kernel, _scan_forward_kernel
 
 
 class Tiling(NamedTuple):
-    """Register tiling of one kernel: BLOCK_D * N_PAD * BLOCK_L ~ tile_elements, BLOCK_D * N_PAD ~ channel_state."""
+    """Work split of one N range: tokens per chunk (saved state, register tile), channels and warps per program."""
 
-    tile_elements: int
-    channel_state: int
-    num_warps: int
+    chunk_len: int
+    forward_block_d: int
+    forward_warps: int
+    backward_block_d: int
+    backward_warps: int
 
 
-# Keyed by the largest N_PAD they serve, chosen from an H100 sweep (benchmarks/triton_scan_gpu.py): about 16
-# fp32 per thread in the forward and 8 in the backward (which keeps twice as many tiles live) avoid spills.
-FORWARD_TILINGS = {8: Tiling(2048, 8, 4), 32: Tiling(1024, 8, 4), 64: Tiling(2048, 8, 4)}
-BACKWARD_TILINGS = {8: Tiling(1024, 8, 4), 32: Tiling(512, 8, 4), 64: Tiling(1024, 8, 8)}
-# Multi-direction scans read B and C at scattered positions and add dB, dC with scattered atomics: more
-# channels per program (fewer B/C reads and atomics per token) halved fused fwd + bwd time at N = 16.
-MULTI_FORWARD_TILINGS = {64: Tiling(2048, 64, 4)}
-MULTI_BACKWARD_TILINGS = {64: Tiling(1024, 64, 4)}
+# Keyed by the largest N they serve; measured on an H100 (benchmarks/triton_scan_gpu.py --sweep). A chunk of 1024
+# tokens keeps N floats per 1024 tokens: as much as mamba_ssm's 2N per 2048.
+TILINGS = {1: Tiling(1024, 1, 4, 1, 4), 64: Tiling(2048, 1, 8, 1, 16)}
 
-MIN_BLOCK_L = 16
-"""Smallest tile length (tokens) chosen when N is large."""
+MAX_BLOCK_D = 4
+"""Sequences shorter than a chunk get more channels per program (up to this many) to keep the tile size."""
 
-MAX_CHANNELS_PER_BLOCK = 4
-"""Upper bound of BLOCK_D (channels of one program)."""
+PARALLEL_BELOW_PROGRAMS_PER_SM = 2
+"""Chunk-parallel launches when there are fewer channel-row programs than this many per SM."""
 
-BACKWARD_PROGRAMS_PER_SM = 4
-"""The backward grid is persistent: this many programs per SM, each with its own scratch slots."""
+CHUNK_PARALLEL: bool | None = None
+"""Force (True) or forbid (False) chunk-parallel launches; None decides from the sizes."""
 
-MAX_BACKWARD_PROGRAMS: int | None = None
-"""Cap on the backward grid (None: BACKWARD_PROGRAMS_PER_SM per SM on CUDA, 4 in the interpreter)."""
+CARRY_ROWS = 64
+"""Channel rows per program of the carry kernel."""
 
 
 @dataclass(frozen=True)
 class _Geometry:
-    """Sizes of one launch and the tiling chosen for it."""
+    """Sizes of one launch."""
 
     batch: int
     dim: int
@@ -72,8 +66,17 @@ class _Geometry:
     c_groups: int
 
     @property
+    def tiling(self) -> Tiling:
+        return TILINGS[min((k for k in TILINGS if k >= self.state), default=max(TILINGS))]
+
+    @property
+    def chunk_len(self) -> int:
+        """The tiling's chunk length, or the next power of two of L for shorter sequences (then one chunk)."""
+        return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
+
+    @property
     def num_chunks(self) -> int:
-        return -(-self.length // CHUNK_LEN)
+        return -(-self.length // self.chunk_len)
 
     @property
     def segment_len(self) -> int:
@@ -84,25 +87,28 @@ class _Geometry:
     def state_pad(self) -> int:
         return triton.next_power_of_2(self.state)
 
-    def tiles(self, tilings: dict[int, Tiling]) -> tuple[int, int, int, int]:
-        """(BLOCK_D, BLOCK_L, blocks per segment, warps) from the tiling for this N."""
-        key = min((k for k in tilings if k >= self.state_pad), default=max(tilings))
-        tiling = tilings[key]
-        block_d = min(
-            triton.next_power_of_2(self.segment_len),
-            MAX_CHANNELS_PER_BLOCK,
-            max(1, tiling.channel_state // self.state_pad),
-        )
-        block_l = max(MIN_BLOCK_L, tiling.tile_elements // (block_d * self.state_pad))
-        block_l = min(triton.next_power_of_2(block_l), triton.next_power_of_2(self.length), CHUNK_LEN)
-        return block_d, block_l, -(-self.segment_len // block_d), tiling.num_warps
+    def blocks(self, block_d: int) -> tuple[int, int]:
+        """(BLOCK_D, blocks per segment) for programs of ``block_d`` channels per full-length chunk."""
+        widened = max(block_d, min(MAX_BLOCK_D, block_d * self.tiling.chunk_len // self.chunk_len))
+        block_d = min(triton.next_power_of_2(self.segment_len), widened)
+        return block_d, -(-self.segment_len // block_d)
+
+    def row_blocks(self, blocks_per_segment: int) -> int:
+        return self.batch * (self.dim // self.segment_len) * blocks_per_segment
+
+    def chunk_parallel(self, row_blocks: int, device: torch.device) -> bool:
+        if self.num_chunks == 1:
+            return False
+        if CHUNK_PARALLEL is not None:
+            return CHUNK_PARALLEL
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        return row_blocks < PARALLEL_BELOW_PROGRAMS_PER_SM * sms
 
 
 def _launch_flags(geom: _Geometry, D, z, delta_bias, index, softplus: bool, mean: bool, dtype: torch.dtype) -> dict:
     return dict(
         STATE=geom.state,
-        N_PAD=geom.state_pad,
-        CHUNK_LEN=CHUNK_LEN,
+        CHUNK_LEN=geom.chunk_len,
         HAS_D=D is not None,
         HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None,
@@ -119,124 +125,148 @@ def _or(tensor: Tensor | None, placeholder: Tensor) -> Tensor:
     return placeholder if tensor is None else tensor
 
 
-def _backward_programs(num_work: int, device: torch.device) -> int:
-    if MAX_BACKWARD_PROGRAMS is not None:
-        cap = MAX_BACKWARD_PROGRAMS
-    elif device.type == "cuda":
-        cap = torch.cuda.get_device_properties(device).multi_processor_count * BACKWARD_PROGRAMS_PER_SM
-    else:
-        cap = 4
-    return max(1, min(num_work, cap))
+def _carry(geom: _Geometry, local: Tensor, decay_sum: Tensor, A: Tensor, carried: Tensor, reverse: bool) -> None:
+    """Chain the per-chunk maps of every channel row (``_carry_kernel``)."""
+    rows = geom.batch * geom.num_dirs * geom.dim
+    _carry_kernel[(triton.cdiv(rows, CARRY_ROWS),)](
+        local,
+        decay_sum,
+        A,
+        carried,
+        rows,
+        geom.num_dirs * geom.dim,
+        geom.num_chunks,
+        STATE=geom.state,
+        N_PAD=geom.state_pad,
+        BLOCK_R=CARRY_ROWS,
+        REVERSE=reverse,
+        COMPUTE=tl.float64 if local.dtype == torch.float64 else tl.float32,
+    )
 
 
 def scan_forward(geom, u, delta, A, B, C, D, z, delta_bias, index, softplus, mean, dtype):
-    """Run the forward kernel. Returns out (Bt, D, L) in u's dtype and states (Bt, K, D, n_chunks, N)."""
-    block_d, block_l, blocks_per_segment, warps = geom.tiles(
-        FORWARD_TILINGS if index is None else MULTI_FORWARD_TILINGS
-    )
+    """Run the forward kernel(s). Returns out (Bt, D, L) in u's dtype and states (Bt, K, D, n_chunks, N)."""
+    block_d, blocks_per_segment = geom.blocks(geom.tiling.forward_block_d)
+    row_blocks = geom.row_blocks(blocks_per_segment)
+    parallel = geom.chunk_parallel(row_blocks, u.device)
     # K directions add into one raster-order output: accumulate in the compute dtype.
     out = torch.zeros(u.shape, dtype=dtype, device=u.device) if geom.num_dirs > 1 else torch.empty_like(u)
-    states = torch.empty(
-        (geom.batch, geom.num_dirs, geom.dim, geom.num_chunks, geom.state), dtype=dtype, device=u.device
-    )
-    num_segments = geom.dim // geom.segment_len
-    grid = (geom.batch * num_segments * blocks_per_segment,)
-    _scan_forward_kernel[grid](
-        u,
-        delta,
-        A,
-        B,
-        C,
-        _or(D, A),
-        _or(z, u),
-        _or(delta_bias, A),
-        _or(index, u),
-        out,
-        states,
-        geom.dim,
-        geom.length,
-        geom.num_chunks,
-        geom.num_dirs,
-        geom.b_groups,
-        geom.c_groups,
-        geom.segment_len,
-        blocks_per_segment,
-        BLOCK_D=block_d,
-        BLOCK_L=block_l,
-        num_warps=warps,
-        **_launch_flags(geom, D, z, delta_bias, index, softplus, mean, dtype),
-    )
+    chunk_shape = (geom.batch, geom.num_dirs, geom.dim, geom.num_chunks)
+    states = torch.empty((*chunk_shape, geom.state), dtype=dtype, device=u.device)
+    flags = _launch_flags(geom, D, z, delta_bias, index, softplus, mean, dtype)
+    sizes = (geom.dim, geom.length, geom.num_chunks, geom.num_dirs, geom.b_groups, geom.c_groups, geom.segment_len)
+
+    def launch(grid, mode, local, decay_sum):
+        _scan_forward_kernel[grid](
+            u,
+            delta,
+            A,
+            B,
+            C,
+            _or(D, A),
+            _or(z, u),
+            _or(delta_bias, A),
+            _or(index, u),
+            out,
+            states,
+            local,
+            decay_sum,
+            *sizes,
+            blocks_per_segment,
+            BLOCK_D=block_d,
+            ATOMIC_OUT=parallel and geom.num_dirs > 1,
+            MODE=mode.value,
+            num_warps=geom.tiling.forward_warps,
+            **flags,
+        )
+
+    if parallel:
+        local = torch.empty_like(states)
+        decay_sum = torch.empty(chunk_shape, dtype=dtype, device=u.device)
+        grid = (row_blocks, geom.num_dirs * geom.num_chunks)
+        launch(grid, SUMMARY, local, decay_sum)
+        _carry(geom, local, decay_sum, A, states, reverse=False)
+        launch(grid, FROM_CARRY, local, decay_sum)
+    else:
+        launch((row_blocks,), SEQUENTIAL, states, states)
     return out.to(u.dtype), states
 
 
 def scan_backward(geom, dout, u, delta, A, B, C, D, z, delta_bias, index, states, softplus, mean):
-    """Run the backward kernel. Returns the gradients of u, delta, A, B, C, D, z, delta_bias."""
+    """Run the backward kernel(s). Returns the gradients of u, delta, A, B, C, D, z, delta_bias."""
     dtype = states.dtype
     device = u.device
-    tilings = BACKWARD_TILINGS if index is None else MULTI_BACKWARD_TILINGS
-    block_d, block_l, blocks_per_segment, warps = geom.tiles(tilings)
-    num_segments = geom.dim // geom.segment_len
-    num_work = geom.batch * num_segments * blocks_per_segment
-    programs = _backward_programs(num_work, device)
+    block_d, blocks_per_segment = geom.blocks(geom.tiling.backward_block_d)
+    row_blocks = geom.row_blocks(blocks_per_segment)
+    parallel = geom.chunk_parallel(row_blocks, device)
     accumulate = geom.num_dirs > 1
     du = torch.zeros(u.shape, dtype=dtype, device=device) if accumulate else torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
-    dB = torch.zeros(B.shape, dtype=dtype, device=device)
-    dC = torch.zeros(C.shape, dtype=dtype, device=device)
-    dA = torch.empty((geom.batch, *A.shape), dtype=dtype, device=device)
-    dD = None if D is None else torch.empty((geom.batch, *D.shape), dtype=dtype, device=device)
-    dbias = None if delta_bias is None else torch.empty((geom.batch, *delta_bias.shape), dtype=dtype, device=device)
-    slots = -(-min(CHUNK_LEN, geom.length) // block_l)  # tiles of one chunk
-    scratch = torch.empty((programs, slots, block_d, geom.state_pad), dtype=dtype, device=device)
     # Several programs add into one dB/dC slot when a B or C group spans several channel blocks.
     segments_per_group = max(geom.dim // groups for groups in (geom.b_groups, geom.c_groups)) // geom.segment_len
     atomic_bc = segments_per_group * blocks_per_segment > 1
-    _scan_backward_kernel[(programs,)](
-        u,
-        delta,
-        A,
-        B,
-        C,
-        _or(D, A),
-        _or(z, u),
-        _or(delta_bias, A),
-        _or(index, u),
-        dout,
-        states,
-        scratch,
-        du,
-        ddelta,
-        dB,
-        dC,
-        _or(dz, u),
-        dA,
-        _or(dD, dA),
-        _or(dbias, dA),
-        geom.dim,
-        geom.length,
-        geom.num_chunks,
-        geom.num_dirs,
-        geom.b_groups,
-        geom.c_groups,
-        geom.segment_len,
-        blocks_per_segment,
-        num_work,
-        BLOCK_D=block_d,
-        BLOCK_L=block_l,
-        ATOMIC_BC=atomic_bc,
-        num_warps=warps,
-        **_launch_flags(geom, D, z, delta_bias, index, softplus, mean, dtype),
-    )
+    new_bc = torch.zeros if atomic_bc else torch.empty
+    dB, dC = (new_bc(t.shape, dtype=dtype, device=device) for t in (B, C))
+    chunk_shape = (geom.batch, geom.num_dirs, geom.dim, geom.num_chunks)
+    dA = torch.empty((*chunk_shape, geom.state), dtype=dtype, device=device)
+    dD = None if D is None else torch.empty(chunk_shape, dtype=dtype, device=device)
+    dbias = None if delta_bias is None else torch.empty(chunk_shape, dtype=dtype, device=device)
+    flags = _launch_flags(geom, D, z, delta_bias, index, softplus, mean, dtype)
+    sizes = (geom.dim, geom.length, geom.num_chunks, geom.num_dirs, geom.b_groups, geom.c_groups, geom.segment_len)
+
+    def launch(grid, mode, carry, decay_sum):
+        _scan_backward_kernel[grid](
+            u,
+            delta,
+            A,
+            B,
+            C,
+            _or(D, A),
+            _or(z, u),
+            _or(delta_bias, A),
+            _or(index, u),
+            dout,
+            states,
+            carry,
+            decay_sum,
+            du,
+            ddelta,
+            dB,
+            dC,
+            _or(dz, u),
+            dA,
+            _or(dD, dA),
+            _or(dbias, dA),
+            *sizes,
+            blocks_per_segment,
+            BLOCK_D=block_d,
+            ATOMIC_OUT=parallel and accumulate,
+            ATOMIC_BC=atomic_bc,
+            MODE=mode.value,
+            num_warps=geom.tiling.backward_warps,
+            **flags,
+        )
+
+    if parallel:
+        local = torch.empty_like(states)
+        carried = torch.empty_like(states)
+        decay_sum = torch.empty(chunk_shape, dtype=dtype, device=device)
+        grid = (row_blocks, geom.num_dirs * geom.num_chunks)
+        launch(grid, SUMMARY, local, decay_sum)
+        _carry(geom, local, decay_sum, A, carried, reverse=True)
+        launch(grid, FROM_CARRY, carried, decay_sum)
+    else:
+        launch((row_blocks,), SEQUENTIAL, torch.empty_like(states), states)
     return (
         du.to(u.dtype),
         ddelta,
-        dA.sum(0).to(A.dtype),
+        dA.sum((0, 3)).to(A.dtype),
         dB.to(B.dtype),
         dC.to(C.dtype),
-        None if D is None else dD.sum(0).to(D.dtype),
+        None if D is None else dD.sum((0, 3)).to(D.dtype),
         dz,
-        None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
+        None if delta_bias is None else dbias.sum((0, 3)).to(delta_bias.dtype),
     )
 
 

@@ -1,21 +1,18 @@
 """The Triton backend against the sequential reference: outputs, last state and every gradient.
 
-Without CUDA the kernels run in Triton's CPU interpreter: TRITON_INTERPRET=1 is set below, before the
-kernels are decorated (the interpreter is slow, so shapes stay tiny). On a GPU the same tests run compiled.
-The "small tiles" layout shrinks the chunk and tile sizes so that tiny sequences span several chunks of
-several tiles, with channel blocks that straddle no group but share groups (atomic dB/dC adds).
+Without CUDA the kernels run in Triton's CPU interpreter: tests/conftest.py sets TRITON_INTERPRET=1 before
+triton is imported (the interpreter is slow, so shapes stay tiny). On a GPU the same tests run compiled.
+The "small-tiles" and "chunk-parallel" layouts shrink chunks to 8 tokens so that tiny sequences span several
+chunks, with channel blocks that straddle no group but share groups (atomic dB/dC adds); "chunk-parallel" runs
+one program per chunk (summary, carry and from-carry launches) instead of one per channel block.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
 if sys.platform != "linux" and not torch.cuda.is_available():
@@ -35,19 +32,13 @@ GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
 
-@pytest.fixture(params=["default", "small-tiles"])
+@pytest.fixture(params=["default", "small-tiles", "chunk-parallel"])
 def layout(request, monkeypatch):
-    """Default tiling, or chunks of 16 tokens, tiles of 4-8 tokens, at most 4 channels and 3 backward programs."""
-    if request.param == "small-tiles":
-        small = {1024: triton_scan.Tiling(tile_elements=64, channel_state=32, num_warps=4)}
-        monkeypatch.setattr(triton_scan, "CHUNK_LEN", 16)
-        monkeypatch.setattr(triton_scan, "MIN_BLOCK_L", 4)
-        monkeypatch.setattr(triton_scan, "FORWARD_TILINGS", small)
-        monkeypatch.setattr(triton_scan, "BACKWARD_TILINGS", small)
-        monkeypatch.setattr(triton_scan, "MULTI_FORWARD_TILINGS", small)
-        monkeypatch.setattr(triton_scan, "MULTI_BACKWARD_TILINGS", small)
-        monkeypatch.setattr(triton_scan, "MAX_CHANNELS_PER_BLOCK", 4)
-        monkeypatch.setattr(triton_scan, "MAX_BACKWARD_PROGRAMS", 3)
+    """Default tiling, or chunks of 8 tokens with up to 4 channels per program, walked by one program per
+    channel block (small-tiles) or one program per chunk (chunk-parallel)."""
+    if request.param != "default":
+        monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
+        monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
     return request.param
 
 
