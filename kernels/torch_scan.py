@@ -102,6 +102,11 @@ class _Workspace:
         self._flat = [torch.empty(numel, dtype=dtype, device=device) for _ in range(count)]
 
     def take(self, slot: int, shape: torch.Size) -> Tensor:
+        if torch.compiler.is_compiling():
+            # A traced graph plans its own memory. Tracing an ``out=`` write into a view of the flat buffer re-views
+            # the result onto the buffer, which fails at run time when the result's strides differ from the traced
+            # ones (size-1 tile axes, e.g. a 1x1 grid); a fresh tensor per take has no base to write back to.
+            return self._flat[slot].new_empty(shape)
         return self._flat[slot][: math.prod(shape)].view(shape)
 
 

@@ -317,6 +317,14 @@ def test_force_float32_under_autocast():
     torch.testing.assert_close(out, layer(x.bfloat16().float()))
 
 
+def test_force_float32_on_meta():
+    """Meta tensors (sizes and FLOPs of full models) have no autocast to turn off: the layer runs without it."""
+    with torch.device("meta"):
+        layer = MambaLayer(D_MODEL, 2, force_float32=True, backend="torch")
+        out = layer(torch.empty(1, D_MODEL, 3, 4, dtype=torch.bfloat16))
+    assert out.device.type == "meta" and out.shape == (1, D_MODEL, 3, 4) and out.dtype == torch.float32
+
+
 def test_input_errors():
     tri = MambaMixer(D_MODEL, directions="tri_orientation")
     x = torch.randn(1, 24, D_MODEL)

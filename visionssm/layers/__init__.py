@@ -5,21 +5,30 @@
 - :class:`PatchEmbed`, :class:`PatchEmbedV2`: stems (VMamba v0 / v2).
 - :class:`PatchMerging`, :class:`ConvDownsample`: downsampling (VMamba v1 / v3).
 - :class:`LayerNormNd`: channels-first LayerNorm; :class:`PointwiseLinear`: per-position Linear.
-- :class:`MambaMixer`, :class:`MambaLayer`, :class:`ResidualVisionMamba`: plain Mamba-1 mixers on token sequences
-  (U-Mamba, SegMamba's tri-orientation, LightM-UNet, Vim's bidirectional).
+- :class:`GatedSpatialConv`: SegMamba's gated spatial convolution.
+- :class:`BasicResBlock`, :class:`BasicBlockD`, :class:`ConvNormAct`, :class:`UpsampleLayer`: nnU-Net-style conv
+  blocks (U-Mamba's conv half; its Mamba half is :class:`MambaLayer`).
+- :class:`MambaMixer`, :class:`MambaLayer`, :class:`ResidualVisionMamba`, :class:`VimBlock`: plain Mamba-1 mixers on
+  token sequences and the blocks around them (U-Mamba, SegMamba's tri-orientation, LightM-UNet, Vim's bidirectional).
 
 Imports timm (``Mlp``, ``DropPath``): install the ``visionssm[timm]`` extra.
 """
 
 from .blocks import VSSBlock
 from .linear import PointwiseLinear
-from .mamba import MambaLayer, MambaMixer, ResidualVisionMamba
+from .mamba import MambaLayer, MambaMixer, ResidualVisionMamba, VimBlock
 from .norm import LayerNormNd
 from .patch import ConvDownsample, PatchEmbed, PatchEmbedV2, PatchMerging
+from .residual import BasicBlockD, BasicResBlock, ConvNormAct, UpsampleLayer
+from .segmamba import GatedSpatialConv
 from .ssm import SSMixer, dt_bias_init, resolve_dt_rank
 
 __all__ = [
+    "BasicBlockD",
+    "BasicResBlock",
     "ConvDownsample",
+    "ConvNormAct",
+    "GatedSpatialConv",
     "LayerNormNd",
     "MambaLayer",
     "MambaMixer",
@@ -29,7 +38,9 @@ __all__ = [
     "PointwiseLinear",
     "ResidualVisionMamba",
     "SSMixer",
+    "UpsampleLayer",
     "VSSBlock",
+    "VimBlock",
     "dt_bias_init",
     "resolve_dt_rank",
 ]

@@ -5,6 +5,7 @@
 - :class:`MambaLayer`: LayerNorm -> mixer on a channels-first map (B, C, *spatial), with or without a residual
   (U-Mamba: without; SegMamba's ToM: with), optionally with channels as tokens (U-Mamba Enc).
 - :class:`ResidualVisionMamba`: LightM-UNet's RVM layer ``Linear(LN(Mamba(LN(x)) + skip_scale * x))``.
+- :class:`VimBlock`: Vim's block ``x + DropPath(MambaMixer(Norm(x)))`` with the bidirectional mixer, on token sequences.
 
 Data flow of :class:`MambaMixer` for x (B, L, d_model), d_inner = expand * d_model, K directions, N = d_state,
 R = dt_rank::
@@ -39,9 +40,11 @@ from visionssm.errors import InputError
 from visionssm.kernels import selective_scan
 from visionssm.scans import available_scans, scan_plan
 
+from ._timm import DropPath
 from .ssm import check_spatial_dims, dt_bias_init, resolve_dt_rank
 
 MERGES = ("sum", "mean")
+VIM_NORMS = ("rms", "layer")
 # Parameter-name suffixes of the published multi-direction variants (mamba_simple.py of Vim and SegMamba).
 _NAMED_SUFFIXES = {"bidirectional": ("", "_b"), "tri_orientation": ("", "_b", "_s")}
 
@@ -317,6 +320,8 @@ def _float32_context(x: Tensor, force_float32: bool):
         return x, nullcontext()
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
+    if not torch.amp.is_autocast_available(x.device.type):  # e.g. meta (sizes, FLOPs): no autocast to turn off
+        return x, nullcontext()
     return x, torch.autocast(device_type=x.device.type, enabled=False)
 
 
@@ -485,3 +490,74 @@ class ResidualVisionMamba(nn.Module):
             y = self.mamba(self.norm(tokens), spatial) + self.skip_scale * tokens
             y = self.proj(self.norm(y))  # (B, L, C_out)
             return y.transpose(1, 2).reshape(batch, self.out_channels, *spatial)
+
+
+class VimBlock(nn.Module):
+    """Vim's block (hustvl/Vim ``models_mamba.Block``, bimamba v2): ``x + DropPath(mixer(norm(x)))`` on tokens.
+
+    Vim writes the same computation as "add -> norm -> mixer", passing the residual stream between blocks
+    (``forward(hidden_states, residual) -> (hidden_states, residual)``) so that mamba_ssm can fuse the add into the
+    norm. Stacked, the two compute the same function with the same drop rates: Vim's block i drops block i - 1's mixer
+    output with rate ``dpr[i - 1]`` and the model's final add drops the last one with ``dpr[-1]``, which is
+    ``drop_path=dpr[i]`` on block i here; Vim's final ``norm_f(residual + hidden_states)`` is a norm after the stack.
+
+    Args:
+        dim: token width C (Vim: ``embed_dim``).
+        d_state, d_conv, expand: as in :class:`MambaMixer` (Vim: 16, 4, 2).
+        norm: ``"rms"`` (RMSNorm, Vim's released models) or ``"layer"`` (LayerNorm, Vim's ``rms_norm=False``).
+        norm_eps: eps of the norm (1e-5).
+        drop_path: stochastic-depth rate of the mixer branch.
+        residual_in_fp32: keep the residual stream in (at least) float32: 16-bit inputs give float32 outputs, also
+            under autocast, as in Vim's released models. The norm sees the input cast to its weight's dtype, as in Vim.
+        merge: how the two directions combine: ``"mean"`` (Vim's released configs, ``if_divide_out=True``) or
+            ``"sum"``.
+        backend: selective-scan backend.
+        **mixer_kwargs: further :class:`MambaMixer` arguments (dt_rank, conv_bias, bias, dt_min, ...).
+
+    Submodule names ``norm`` and ``mixer`` (with the ``*_b`` backward-direction parameters) are Vim's, so a Vim
+    ``layers.{i}.*`` state dict loads 1:1.
+
+    Shapes: x (B, L, C) -> (B, L, C).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        *,
+        norm: str = "rms",
+        norm_eps: float = 1e-5,
+        drop_path: float = 0.0,
+        residual_in_fp32: bool = True,
+        merge: str = "mean",
+        backend: str = "auto",
+        **mixer_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if norm not in VIM_NORMS:
+            raise InputError(f"VimBlock: norm={norm!r} is not one of {VIM_NORMS}")
+        self.dim = dim
+        self.residual_in_fp32 = residual_in_fp32
+        self.norm = nn.RMSNorm(dim, eps=norm_eps) if norm == "rms" else nn.LayerNorm(dim, eps=norm_eps)
+        self.mixer = MambaMixer(
+            dim,
+            d_state=d_state,
+            d_conv=d_conv,
+            expand=expand,
+            directions="bidirectional",
+            merge=merge,
+            backend=backend,
+            **mixer_kwargs,
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, residual_in_fp32={self.residual_in_fp32}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise InputError(f"VimBlock: x has shape {tuple(x.shape)}, expected (B, L, {self.dim})")
+        residual = x.to(torch.promote_types(x.dtype, torch.float32)) if self.residual_in_fp32 else x
+        return residual + self.drop_path(self.mixer(self.norm(x.to(self.norm.weight.dtype))))

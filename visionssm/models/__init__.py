@@ -6,14 +6,15 @@ Needs timm (extra ``visionssm[timm]``).
 
 from . import backbones, change, classifiers, segmenters
 from .backbones import VMamba
-from .change import MambaBCD, MambaBDA, MambaSCD
+from .change import AtrousMambaBCD, MambaBCD, MambaBDA, MambaSCD
 from .classifiers import MedMamba, RSMamba, VMambaClassifier
 from .registry import ModelEntry, build_from_config, create, list_models, load_config, register
-from .segmenters import LightMUNet, UMambaBot, UMambaEnc, VMUNet
+from .segmenters import LightMUNet, SegMamba, UMambaBot, UMambaEnc, VMUNet
 
 register("vmamba", "backbone")(VMamba)
 
 __all__ = [
+    "AtrousMambaBCD",
     "MambaBCD",
     "MambaBDA",
     "MambaSCD",
@@ -21,6 +22,7 @@ __all__ = [
     "LightMUNet",
     "ModelEntry",
     "RSMamba",
+    "SegMamba",
     "UMambaBot",
     "UMambaEnc",
     "VMUNet",

@@ -9,8 +9,10 @@ gating) are not counted.
 
 :func:`count_flops` reproduces that convention: ``torch.utils.flop_counter.FlopCounterMode`` counts matmuls and
 convolutions with a multiply-add as 2 FLOPs, so its total is halved; LayerNorms and scans are added from forward
-hooks on ``nn.LayerNorm`` and :class:`visionssm.layers.SSMixer`. Global average pooling (fvcore: one FLOP per input
-element, ~0.04 MFLOP for VMamba-T) is not counted.
+hooks on ``nn.LayerNorm``, :class:`visionssm.layers.SSMixer` and :class:`visionssm.layers.MambaMixer` (the Mamba-1
+mixer of U-Mamba, LightM-UNet, SegMamba and RSMamba: one scan per call over its K * d_inner channels). Global average
+pooling (fvcore: one FLOP per input element, ~0.04 MFLOP for VMamba-T) and norms other than LayerNorm are not
+counted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from visionssm.layers import SSMixer
+from visionssm.layers import MambaMixer, SSMixer
 
 __all__ = ["count_flops", "scan_flops"]
 
@@ -41,7 +43,7 @@ def count_flops(model: nn.Module, input: Tensor, breakdown: bool = False) -> int
     """FLOPs of one forward pass of ``model`` on ``input``, in VMamba's (fvcore, MAC) convention.
 
     Args:
-        model: any module; SSMixer scans and LayerNorms inside it are counted analytically.
+        model: any module; SSMixer / MambaMixer scans and LayerNorms inside it are counted analytically.
         input: the input batch (FLOPs scale with its batch size).
         breakdown: also return ``{"matmul_conv": ..., "layernorm": ..., "scan": ...}``.
 
@@ -55,6 +57,10 @@ def count_flops(model: nn.Module, input: Tensor, breakdown: bool = False) -> int
         length = math.prod(spatial)
         counts["scan"] += scan_flops(batch, length, module.num_directions * module.d_inner, module.d_state)
 
+    def on_token_mixer(module: MambaMixer, args: tuple[Any, ...], output: Tensor) -> None:
+        batch, length, _ = args[0].shape  # tokens (B, L, d_model)
+        counts["scan"] += scan_flops(batch, length, module.num_directions * module.d_inner, module.d_state)
+
     def on_norm(module: nn.LayerNorm, args: tuple[Any, ...], output: Tensor) -> None:
         counts["layernorm"] += args[0].numel() * (5 if module.elementwise_affine else 4)
 
@@ -62,6 +68,8 @@ def count_flops(model: nn.Module, input: Tensor, breakdown: bool = False) -> int
     for module in model.modules():
         if isinstance(module, SSMixer):
             hooks.append(module.register_forward_hook(on_mixer_core))  # the scan runs over the input's grid
+        if isinstance(module, MambaMixer):
+            hooks.append(module.register_forward_hook(on_token_mixer))
         if isinstance(module, nn.LayerNorm):
             hooks.append(module.register_forward_hook(on_norm))
     try:

@@ -229,7 +229,11 @@ class SemanticDecoder(nn.Module):
 
 
 class _SiameseVMamba(nn.Module):
-    """Shared parts: input checks, the Siamese VMamba-v2 encoder with per-stage norms, encoder checkpoint loading."""
+    """Shared parts: input checks, the Siamese VMamba-v2 encoder with per-stage norms, encoder checkpoint loading.
+
+    ``scan`` is the scan of every mixer unless ``encoder_scan`` (with ``encoder_scan_options``) gives the encoder its
+    own (AtrousMambaBCD); the decoder's VSS blocks always use ``scan``.
+    """
 
     def __init__(
         self,
@@ -246,11 +250,13 @@ class _SiameseVMamba(nn.Module):
         mlp_ratio: float,
         scan: str | None,
         backend: str,
+        encoder_scan: str | None = None,
+        encoder_scan_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         if spatial_dims != 2 or isinstance(spatial_dims, bool):
-            raise InputError(f"{name}: spatial_dims={spatial_dims!r}; ChangeMamba is defined for 2D images only")
+            raise InputError(f"{name}: spatial_dims={spatial_dims!r}; {name} is defined for 2D images only")
         if variant not in VARIANTS:
             raise InputError(f"{name}: variant={variant!r} must be one of {sorted(VARIANTS)}")
         preset = VARIANTS[variant]
@@ -269,7 +275,8 @@ class _SiameseVMamba(nn.Module):
             ssm_ratio=ssm_ratio,
             mlp_ratio=mlp_ratio,
             drop_path_rate=preset["drop_path_rate"] if drop_path_rate is None else drop_path_rate,
-            scan=self.scan,
+            scan=encoder_scan or self.scan,
+            scan_options=encoder_scan_options,
             backend=backend,
             global_pool="",
         )
