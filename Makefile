@@ -1,4 +1,4 @@
-# Two-command quick start: `make demo` and `make test`. Both create .venv when it is missing.
+# Two-command quick start: `make demo` and `make test` (all tests, the slow torch.compile smoke tests too). Both create .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,7 +22,7 @@ demo: $(VENV)/.installed-base
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
