@@ -124,6 +124,19 @@ def _group_rows(batch, direction, first, dim, num_dirs, groups, length, STATE: t
 
 
 @triton.jit
+def _direction_rows(
+    batch, direction, first, channels, dim, length, num_chunks, num_dirs, b_groups, c_groups, STATE: tl.constexpr
+):
+    """Row offsets of the block's channels in direction ``direction``: of A/D/delta_bias (K, D), of delta (Bt, K, D,
+    L), of B's and C's row n = 0, and of the per-chunk tensors (Bt, K, D, n_chunks) (times N for states)."""
+    param_rows = direction * dim + channels
+    rows = (batch * num_dirs + direction) * dim + channels
+    B_row0 = _group_rows(batch, direction, first, dim, num_dirs, b_groups, length, STATE)
+    C_row0 = _group_rows(batch, direction, first, dim, num_dirs, c_groups, length, STATE)
+    return param_rows, rows * length, B_row0, C_row0, rows * num_chunks
+
+
+@triton.jit
 def _scan_forward_kernel(
     u_ptr,
     delta_ptr,
@@ -176,12 +189,10 @@ def _scan_forward_kernel(
     # Row offsets of the shared (Bt, D, L) tensors; 64-bit since Bt * D * L may exceed 2**31.
     shared_rows = (batch * dim + channels) * length
     for direction in range(first_dir, end_dir):
-        param_rows = direction * dim + channels
+        param_rows, delta_rows, B_row0, C_row0, chunk_rows = _direction_rows(
+            batch, direction, first, channels, dim, length, num_chunks, num_dirs, b_groups, c_groups, STATE
+        )
         skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
-        delta_rows = ((batch * num_dirs + direction) * dim + channels) * length
-        B_row0 = _group_rows(batch, direction, first, dim, num_dirs, b_groups, length, STATE)
-        C_row0 = _group_rows(batch, direction, first, dim, num_dirs, c_groups, length, STATE)
-        chunk_rows = ((batch * num_dirs + direction) * dim + channels) * num_chunks
         for chunk in range(first_chunk, end_chunk):
             steps = chunk * CHUNK_LEN + steps_in_chunk
             step_mask = steps < length
@@ -344,12 +355,10 @@ def _scan_backward_kernel(
     is_last_step = (steps_in_chunk == CHUNK_LEN - 1)[None, :]
     shared_rows = (batch * dim + channels) * length
     for direction in range(first_dir, end_dir):
-        param_rows = direction * dim + channels
+        param_rows, delta_rows, B_row0, C_row0, chunk_rows = _direction_rows(
+            batch, direction, first, channels, dim, length, num_chunks, num_dirs, b_groups, c_groups, STATE
+        )
         skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
-        delta_rows = ((batch * num_dirs + direction) * dim + channels) * length
-        B_row0 = _group_rows(batch, direction, first, dim, num_dirs, b_groups, length, STATE)
-        C_row0 = _group_rows(batch, direction, first, dim, num_dirs, c_groups, length, STATE)
-        chunk_rows = ((batch * num_dirs + direction) * dim + channels) * num_chunks
         for chunk_step in range(first_chunk, end_chunk):
             chunk = chunk_step
             if MODE == SEQUENTIAL:

@@ -83,17 +83,27 @@ class VMambaStage(nn.Module):
         downsample: str | None,
         drop_path: Sequence[float],
         norm_eps: float = 1e-5,
+        block_scan_options: Sequence[Mapping[str, Any]] = (),
         **block_kwargs: Any,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
+        base_options = dict(block_kwargs.pop("scan_options", None) or {})
+        cycle = list(block_scan_options) or [{}]
         if downsample is None:
             self.downsample: nn.Module = nn.Identity()
         else:
             self.downsample = _DOWNSAMPLES[downsample](in_dim, dim, spatial_dims=spatial_dims, norm_eps=norm_eps)
         self.blocks = nn.Sequential(
             *(
-                VSSBlock(dim, spatial_dims=spatial_dims, drop_path=drop_path[j], norm_eps=norm_eps, **block_kwargs)
+                VSSBlock(
+                    dim,
+                    spatial_dims=spatial_dims,
+                    drop_path=drop_path[j],
+                    norm_eps=norm_eps,
+                    scan_options={**base_options, **cycle[j % len(cycle)]},
+                    **block_kwargs,
+                )
                 for j in range(depth)
             )
         )
@@ -124,6 +134,8 @@ class VMamba(nn.Module):
         ssm_drop_rate: dropout after the mixer's out_proj. mlp_drop_rate: dropout inside the MLP.
         norm_eps: eps of every LayerNorm.
         scan: scan order of every mixer; None = "cross" (2D) or "cross3d" (3D). scan_options: ``scan_plan`` options.
+        block_scan_options: per-block options merged over scan_options, cycling within every stage: block j of a stage
+            uses ``block_scan_options[j % len(block_scan_options)]`` (e.g. AtrousMambaBCD's rates).
         backend: selective-scan backend ("auto" = env VISIONSSM_SCAN_BACKEND, else triton on CUDA, else torch).
         global_pool: "avg" or "" (no pooling in ``forward_head``).
     """
@@ -153,6 +165,7 @@ class VMamba(nn.Module):
         norm_eps: float = 1e-5,
         scan: str | None = None,
         scan_options: Mapping[str, Any] | None = None,
+        block_scan_options: Sequence[Mapping[str, Any]] = (),
         backend: str = "auto",
         global_pool: str = "avg",
     ) -> None:
@@ -221,6 +234,7 @@ class VMamba(nn.Module):
                     downsample if i else None,
                     rates[start : start + depth],
                     norm_eps=norm_eps,
+                    block_scan_options=block_scan_options,
                     **block_kwargs,
                 )
             )

@@ -113,21 +113,17 @@ class AtrousMambaBCD(_SiameseVMamba):
         backend: str = "auto",
     ) -> None:
         rates = _checked_rates(atrous_rates)
-        options = dict(rate=rates[0], window=atrous_window, reverse=True)
         super().__init__(
             spatial_dims, in_channels, variant, dims, depths, drop_path_rate, decoder_channels, decoder_drop_path,
-            d_state, ssm_ratio, mlp_ratio, None, backend, encoder_scan="atrous", encoder_scan_options=options,
+            d_state, ssm_ratio, mlp_ratio, None, backend, encoder_scan="atrous",
+            encoder_scan_options=dict(window=atrous_window, reverse=True),
+            encoder_block_scan_options=[{"rate": rate} for rate in rates],
         )  # fmt: skip
         self.atrous_rates = rates
         self.atrous_window = atrous_window
-        # VMamba gives all its mixers one scan; the rate only selects the plan a mixer builds at run time (K and the
-        # parameter shapes do not depend on it), so each block's rate is set on its freshly built mixer.
-        self.encoder_rates: list[list[int]] = []
-        for stage in self.encoder.stages:
-            stage_rates = [rates[j % len(rates)] for j in range(len(stage.blocks))]
-            for block, rate in zip(stage.blocks, stage_rates):
-                block.mixer.scan_options = dict(block.mixer.scan_options, rate=rate)
-            self.encoder_rates.append(stage_rates)
+        self.encoder_rates = [
+            [block.mixer.scan_options["rate"] for block in stage.blocks] for stage in self.encoder.stages
+        ]
         self.out_channels = out_channels
         self.decoder = ChangeDecoder(self.encoder_dims, decoder_channels, **self.block_kwargs)
         self.head = nn.Conv2d(decoder_channels, out_channels, 1)

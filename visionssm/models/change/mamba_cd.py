@@ -231,8 +231,9 @@ class SemanticDecoder(nn.Module):
 class _SiameseVMamba(nn.Module):
     """Shared parts: input checks, the Siamese VMamba-v2 encoder with per-stage norms, encoder checkpoint loading.
 
-    ``scan`` is the scan of every mixer unless ``encoder_scan`` (with ``encoder_scan_options``) gives the encoder its
-    own (AtrousMambaBCD); the decoder's VSS blocks always use ``scan``.
+    ``scan`` is the scan of every mixer unless ``encoder_scan`` (with ``encoder_scan_options`` and VMamba's cycling
+    ``encoder_block_scan_options``) gives the encoder its own (AtrousMambaBCD); the decoder's VSS blocks always use
+    ``scan``.
     """
 
     def __init__(
@@ -252,6 +253,7 @@ class _SiameseVMamba(nn.Module):
         backend: str,
         encoder_scan: str | None = None,
         encoder_scan_options: Mapping[str, Any] | None = None,
+        encoder_block_scan_options: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -277,6 +279,7 @@ class _SiameseVMamba(nn.Module):
             drop_path_rate=preset["drop_path_rate"] if drop_path_rate is None else drop_path_rate,
             scan=encoder_scan or self.scan,
             scan_options=encoder_scan_options,
+            block_scan_options=encoder_block_scan_options,
             backend=backend,
             global_pool="",
         )
