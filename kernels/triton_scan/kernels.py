@@ -1,30 +1,43 @@
 """Triton kernels of the fused selective scan (S6): forward, backward, and the chunk-carry pass between them.
 
-Every kernel handles a plain scan (K = 1 direction, tokens in memory order) and a multi-direction scan (K
-directions that read their tokens through an index map and add their outputs into one raster-order tensor).
-Layouts, all contiguous (Bt = batch, D = channels, L = tokens, N = state size, n_chunks = ceil(L / CHUNK_LEN)):
+One launch scans one direction: a plain scan (tokens in memory order), or one direction of a multi-direction
+scan, whose output is added into the raster-order result of the directions launched before it (ACCUMULATE).
+Layouts, all contiguous (Bt = batch, D = channels, L = tokens, N = state size, n_chunks = the largest chunk
+count of the K directions):
 
 - u, z, out, dout, du, dz: (Bt, D, L), shared by the K directions;
 - delta, ddelta: (Bt, K, D, L); A: (K, D, N); D, delta_bias: (K, D);
 - B, C, dB, dC: (Bt, K * G, N, L): channel d of direction k uses group k * G + d // (D // G);
-- index: (K, L), index[k, t] = memory position of the t-th token of direction k (multi scans only);
-  the K outputs are summed, or averaged (MEAN);
+- index: (L,), the launched direction's row of the (K, L) index map (GATHER only);
 - states: (Bt, K, D, n_chunks, N), the state after each chunk, the only thing the forward pass keeps;
 - per-chunk partial sums of the backward pass: dA (Bt, K, D, n_chunks, N), dD and ddelta_bias (Bt, K, D, n_chunks).
 
+How a direction reads its tokens (LAYOUT, FLIP; one tile = one chunk of CHUNK_LEN slots):
+
+- LINEAR: slot j of chunk c is memory position c * CHUNK_LEN + j (plain scans, raster directions); with FLIP the
+  direction is the reversed raster order and chunk c holds positions L - (c + 1) * CHUNK_LEN + j, so loads stay
+  contiguous and the recurrences run from the tile's last slot to its first.
+- TRANSPOSED: the direction visits the columns of the raster grid seen as a (P, Q) matrix (column-major: a 2D
+  grid's column scan, a 3D volume's depth-fastest scan). A chunk is Q_TILE = CHUNK_LEN / P_PAD whole columns,
+  loaded as a (P_PAD, Q_TILE) memory tile (rows of consecutive positions: coalesced) and transposed in
+  registers into scan order; slots of the padding rows P..P_PAD - 1 have dt = 0, which leaves the state
+  unchanged. With FLIP the columns are visited in reverse.
+- GATHER (HAS_INDEX): slot j of chunk c is memory position index[c * CHUNK_LEN + j]: any other order.
+
 A program owns BLOCK_D channels of one batch row that share their B and C groups (so a B or C row is loaded
-once for all of them) and works on (BLOCK_D, CHUNK_LEN) register tiles, one chunk at a time and one state index n
-after the other: per n, the chunk's recurrence h_t = exp(dt_t A_n) h_{t-1} + dt_t u_t B_{n,t} is one
-``tl.associative_scan`` along the tokens, with the state carried in folded into the first token.
+once for all of them) and works on (BLOCK_D, CHUNK_LEN) register tiles, one state index n after the other:
+per n, the chunk's recurrence h_t = exp(dt_t A_n) h_{t-1} + dt_t u_t B_{n,t} is one ``tl.associative_scan``
+along the slots, with the state carried in folded into the first slot.
 
 Work is split in one of two ways (MODE):
 
 - SEQUENTIAL: a program walks all chunks of its channels in order (forward) or in reverse (backward),
-  carrying the state (or its gradient) in registers. Enough when Bt * D gives every SM several programs.
+  carrying the state (or its gradient) through the states buffer. Enough when Bt * D gives every SM several
+  programs.
 - Chunk-parallel, when there are few rows and long sequences (3D volumes): SUMMARY programs, one per chunk,
   reduce their chunk to an affine map of the state (its decay exp(A * sum dt) and its input, a plain sum
   of decayed inputs: no scan), ``_carry_kernel`` chains those maps over the chunks, and FROM_CARRY programs,
-  one per chunk, start from the carried state. Multi-direction scans then add into the output with atomics.
+  one per chunk, start from the carried state.
 """
 
 from __future__ import annotations
@@ -39,6 +52,10 @@ SEQUENTIAL = tl.constexpr(0)
 SUMMARY = tl.constexpr(1)
 FROM_CARRY = tl.constexpr(2)
 
+# Token layouts of a direction (the LAYOUT argument).
+LINEAR = tl.constexpr(0)
+TRANSPOSED = tl.constexpr(1)
+
 
 @triton.jit
 def _linear_combine(decay_first, value_first, decay_second, value_second):
@@ -47,54 +64,188 @@ def _linear_combine(decay_first, value_first, decay_second, value_second):
 
 
 @triton.jit
+def _divide(numerator, denominator):
+    """numerator / denominator; in float32 the fast division (``fdiv``, 2 ulp): an IEEE one costs about as much
+    as the rest of an N = 1 scan step."""
+    if numerator.dtype == tl.float64:  # noqa: SIM108 (a static branch: fdiv has no float64 form)
+        quotient = numerator / denominator
+    else:
+        quotient = tl.math.fdiv(numerator, denominator)
+    return quotient
+
+
+@triton.jit
 def _softplus(x):
     """softplus with torch's threshold 20; log1p(e) computed exactly as log(1 + e) * e / ((1 + e) - 1)."""
     e = tl.exp(x)
     one_plus = 1.0 + e
-    log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * e / (one_plus - 1.0))
+    log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * _divide(e, one_plus - 1.0))
     return tl.where(x > 20.0, x, log1p)
 
 
 @triton.jit
 def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    return _divide(tl.full(x.shape, 1.0, x.dtype), 1.0 + tl.exp(-x))
 
 
 @triton.jit
-def _rows_of_program(work, dim, segment_len, blocks_per_segment, BLOCK_D: tl.constexpr):
-    """(batch row, first channel, channel offsets, channel mask) of row block ``work``."""
+def _rows_of_program(work, dim, segment_len, blocks_per_segment, BLOCK: tl.constexpr):
+    """(batch row, first channel, end of its segment) of row block ``work`` (BLOCK channels per block)."""
     blocks_per_row = (dim // segment_len) * blocks_per_segment
     batch = work // blocks_per_row
     rest = work % blocks_per_row
     segment = rest // blocks_per_segment
-    first = segment * segment_len + (rest % blocks_per_segment) * BLOCK_D
-    channels = first + tl.arange(0, BLOCK_D)
-    return batch.to(tl.int64), first, channels, channels < (segment + 1) * segment_len
+    first = segment * segment_len + (rest % blocks_per_segment) * BLOCK
+    return batch.to(tl.int64), first, (segment + 1) * segment_len
 
 
 @triton.jit
-def _work_range(num_dirs, num_chunks, MODE: tl.constexpr):
-    """(first direction, end direction, first chunk, end chunk) of this program."""
+def _chunk_range(num_chunks, MODE: tl.constexpr):
+    """(first chunk, end chunk) of this program."""
     if MODE == SEQUENTIAL:
-        return 0, num_dirs, 0, num_chunks
-    item = tl.program_id(1)
-    direction = item // num_chunks
-    chunk = item % num_chunks
-    return direction, direction + 1, chunk, chunk + 1
+        return 0, num_chunks
+    chunk = tl.program_id(1)
+    return chunk, chunk + 1
 
 
 @triton.jit
-def _token_positions(index_ptr, direction, steps, step_mask, length, HAS_INDEX: tl.constexpr):
-    """Memory positions (int64) of the tokens at ``steps`` of ``direction``."""
-    if HAS_INDEX:
-        return tl.load(index_ptr + direction * length + steps, mask=step_mask, other=0).to(tl.int64)
-    return steps.to(tl.int64)
+def _column_slots(
+    p, q_in_tile, chunk, length, cols, NEXT: tl.constexpr, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr
+):
+    """TRANSPOSED: (memory position, valid) of the slots at rows ``p``, tile columns ``q_in_tile`` (broadcastable
+    tensors), or with NEXT of the slot that follows each of them in scan order (the next row, or the next
+    column's first row after the last padding row)."""
+    if FLIP:
+        q = cols - (chunk + 1) * Q_TILE + q_in_tile
+        if NEXT:
+            wraps = p == 0
+            p = tl.where(wraps, P_PAD - 1, p - 1)
+            q = tl.where(wraps, q - 1, q)
+    else:
+        q = chunk * Q_TILE + q_in_tile
+        if NEXT:
+            wraps = p == P_PAD - 1
+            p = tl.where(wraps, 0, p + 1)
+            q = tl.where(wraps, q + 1, q)
+    rows = length // cols
+    valid = (p < rows) & (q >= 0) & (q < cols)
+    return p.to(tl.int64) * cols + q, valid
 
 
 @triton.jit
-def _step_sizes(delta_ptr, rows, positions, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
-    """delta + bias (raw) and softplus of it (dt), 0 where masked so that masked tokens keep the state."""
-    raw = tl.load(delta_ptr + rows[:, None] + positions[None, :], mask=mask, other=0).to(COMPUTE)
+def _chunk_slots(
+    index_ptr,
+    chunk,
+    length,
+    cols,
+    NEXT: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    P_PAD: tl.constexpr,
+):
+    """(memory positions (int64), valid) of the chunk's slots, or with NEXT of the token after each slot in
+    scan order, arranged as the loads read them: (CHUNK_LEN,), or (P_PAD, Q_TILE) for TRANSPOSED."""
+    if LAYOUT == TRANSPOSED:
+        positions, valid = _column_slots(
+            tl.arange(0, P_PAD)[:, None],
+            tl.arange(0, CHUNK_LEN // P_PAD)[None, :],
+            chunk,
+            length,
+            cols,
+            NEXT,
+            FLIP,
+            P_PAD,
+            CHUNK_LEN // P_PAD,
+        )
+    elif FLIP:
+        positions = (length - (chunk + 1) * CHUNK_LEN + tl.arange(0, CHUNK_LEN) - (1 if NEXT else 0)).to(tl.int64)
+        valid = positions >= 0
+    else:
+        steps = chunk * CHUNK_LEN + tl.arange(0, CHUNK_LEN) + (1 if NEXT else 0)
+        valid = steps < length
+        positions = tl.load(index_ptr + steps, mask=valid, other=0) if HAS_INDEX else steps
+        positions = positions.to(tl.int64)
+    # A single return: Triton rejects differently shaped returns even in branches it never compiles.
+    return positions, valid
+
+
+@triton.jit
+def _slot_validity(
+    chunk,
+    length,
+    cols,
+    NEXT: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    FLIP: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    P_PAD: tl.constexpr,
+):
+    """(CHUNK_LEN,) mask, in scan order, of the slots that hold a token (or with NEXT, whose next token exists)."""
+    slots = tl.arange(0, CHUNK_LEN)
+    if LAYOUT == TRANSPOSED:
+        _, valid = _column_slots(
+            slots % P_PAD, slots // P_PAD, chunk, length, cols, NEXT, FLIP, P_PAD, CHUNK_LEN // P_PAD
+        )
+    elif FLIP:
+        valid = length - (chunk + 1) * CHUNK_LEN + slots - (1 if NEXT else 0) >= 0
+    else:
+        valid = chunk * CHUNK_LEN + slots + (1 if NEXT else 0) < length
+    return valid
+
+
+@triton.jit
+def _load_rows(
+    ptr, rows, positions, valid, row_mask, LAYOUT: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_LEN: tl.constexpr
+):
+    """(BLOCK_D, CHUNK_LEN) tile of rows ``rows`` (offsets) at the chunk's slots, in scan order; 0 where masked."""
+    if LAYOUT == TRANSPOSED:
+        tile = tl.load(
+            ptr + rows[:, None, None] + positions[None, :, :], mask=row_mask[:, None, None] & valid[None, :, :], other=0
+        )
+        tile = tl.reshape(tl.permute(tile, (0, 2, 1)), (BLOCK_D, CHUNK_LEN))
+    else:
+        tile = tl.load(ptr + rows[:, None] + positions[None, :], mask=row_mask[:, None] & valid[None, :], other=0)
+    return tile
+
+
+@triton.jit
+def _store_rows(ptr, rows, positions, valid, row_mask, values, LAYOUT: tl.constexpr, P_PAD: tl.constexpr):
+    """Store a scan-order (BLOCK_D, CHUNK_LEN) tile at the chunk's slots (converted to ptr's type)."""
+    values = values.to(ptr.dtype.element_ty)
+    if LAYOUT == TRANSPOSED:
+        tile = tl.permute(tl.reshape(values, (values.shape[0], values.shape[1] // P_PAD, P_PAD)), (0, 2, 1))
+        tl.store(
+            ptr + rows[:, None, None] + positions[None, :, :], tile, mask=row_mask[:, None, None] & valid[None, :, :]
+        )
+    else:
+        tl.store(ptr + rows[:, None] + positions[None, :], values, mask=row_mask[:, None] & valid[None, :])
+
+
+@triton.jit
+def _load_vector(ptr, positions, valid, LAYOUT: tl.constexpr, CHUNK_LEN: tl.constexpr):
+    """(CHUNK_LEN,) row (of B or C) at the chunk's slots, in scan order."""
+    row = tl.load(ptr + positions, mask=valid, other=0)
+    if LAYOUT == TRANSPOSED:
+        row = tl.reshape(tl.trans(row), (CHUNK_LEN,))
+    return row
+
+
+@triton.jit
+def _add_vector(ptr, positions, valid, values, ATOMIC: tl.constexpr, LAYOUT: tl.constexpr, P_PAD: tl.constexpr):
+    """Store (or atomically add) a scan-order (CHUNK_LEN,) row at the chunk's slots."""
+    if LAYOUT == TRANSPOSED:
+        values = tl.trans(tl.reshape(values, (values.shape[0] // P_PAD, P_PAD)))
+    if ATOMIC:
+        tl.atomic_add(ptr + positions, values, mask=valid)
+    else:
+        tl.store(ptr + positions, values, mask=valid)
+
+
+@triton.jit
+def _step_sizes(raw, mask, bias, SOFTPLUS: tl.constexpr):
+    """delta + bias (raw) and softplus of it (dt), 0 where masked so that masked slots keep the state."""
     raw = raw + bias[:, None]
     dt = _softplus(raw) if SOFTPLUS else raw
     return raw, tl.where(mask, dt, 0.0)
@@ -125,7 +276,7 @@ def _group_rows(batch, direction, first, dim, num_dirs, groups, length, STATE: t
 
 @triton.jit
 def _direction_rows(
-    batch, direction, first, channels, dim, length, num_chunks, num_dirs, b_groups, c_groups, STATE: tl.constexpr
+    batch, direction, first, channels, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE: tl.constexpr
 ):
     """Row offsets of the block's channels in direction ``direction``: of A/D/delta_bias (K, D), of delta (Bt, K, D,
     L), of B's and C's row n = 0, and of the per-chunk tensors (Bt, K, D, n_chunks) (times N for states)."""
@@ -133,7 +284,7 @@ def _direction_rows(
     rows = (batch * num_dirs + direction) * dim + channels
     B_row0 = _group_rows(batch, direction, first, dim, num_dirs, b_groups, length, STATE)
     C_row0 = _group_rows(batch, direction, first, dim, num_dirs, c_groups, length, STATE)
-    return param_rows, rows * length, B_row0, C_row0, rows * num_chunks
+    return param_rows, rows * length, B_row0, C_row0, rows * chunk_stride
 
 
 @triton.jit
@@ -151,9 +302,12 @@ def _scan_forward_kernel(
     states_ptr,
     local_ptr,
     decay_sum_ptr,
+    direction,
     dim,
     length,
+    cols,
     num_chunks,
+    chunk_stride,
     num_dirs,
     b_groups,
     c_groups,
@@ -162,91 +316,92 @@ def _scan_forward_kernel(
     STATE: tl.constexpr,
     BLOCK_D: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    FLIP: tl.constexpr,
+    P_PAD: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     ACCUMULATE: tl.constexpr,
-    ATOMIC_OUT: tl.constexpr,
     MEAN: tl.constexpr,
     MODE: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):
-    """Grid: (row blocks,) for SEQUENTIAL, (row blocks, K * n_chunks) otherwise; one tile is one chunk.
+    """Grid: (row blocks,) for SEQUENTIAL, (row blocks, n_chunks of this direction) otherwise.
 
     SEQUENTIAL writes out and the state after every chunk into states; SUMMARY writes the state a chunk
     reaches from zero (into local) and its sum of dt (decay_sum); FROM_CARRY starts each chunk from
     states[chunk - 1] (chained by ``_carry_kernel``) and writes out.
     """
-    batch, first, channels, channel_mask = _rows_of_program(
-        tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D
-    )
-    first_dir, end_dir, first_chunk, end_chunk = _work_range(num_dirs, num_chunks, MODE)
-    steps_in_chunk = tl.arange(0, CHUNK_LEN)
-    is_first_step = (steps_in_chunk == 0)[None, :]
-    is_last_step = (steps_in_chunk == CHUNK_LEN - 1)[None, :]
+    batch, first, segment_end = _rows_of_program(tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D)
+    channels = first + tl.arange(0, BLOCK_D)
+    channel_mask = channels < segment_end
+    first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
+    slots = tl.arange(0, CHUNK_LEN)
+    # The recurrence enters a tile at its first slot in scan order and leaves at its last.
+    is_first_step = (slots == (CHUNK_LEN - 1 if FLIP else 0))[None, :]
+    is_last_step = (slots == (0 if FLIP else CHUNK_LEN - 1))[None, :]
     # Row offsets of the shared (Bt, D, L) tensors; 64-bit since Bt * D * L may exceed 2**31.
     shared_rows = (batch * dim + channels) * length
-    for direction in range(first_dir, end_dir):
-        param_rows, delta_rows, B_row0, C_row0, chunk_rows = _direction_rows(
-            batch, direction, first, channels, dim, length, num_chunks, num_dirs, b_groups, c_groups, STATE
+    param_rows, delta_rows, B_row0, C_row0, chunk_rows = _direction_rows(
+        batch, direction, first, channels, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
+    )
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
+    for chunk in range(first_chunk, end_chunk):
+        positions, valid = _chunk_slots(
+            index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
         )
-        skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
-        for chunk in range(first_chunk, end_chunk):
-            steps = chunk * CHUNK_LEN + steps_in_chunk
-            step_mask = steps < length
-            mask = channel_mask[:, None] & step_mask[None, :]
-            positions = _token_positions(index_ptr, direction, steps, step_mask, length, HAS_INDEX)
-            shared_offsets = shared_rows[:, None] + positions[None, :]
-            u = tl.load(u_ptr + shared_offsets, mask=mask, other=0).to(COMPUTE)
-            _, dt = _step_sizes(delta_ptr, delta_rows, positions, mask, bias, SOFTPLUS, COMPUTE)
-            dtu = dt * u
-            state_offsets = (chunk_rows + chunk) * STATE
-            if MODE == SUMMARY:
-                # State reached from zero: sum_t exp(A * sum of dt after t) * dt_t u_t B_t, with the exclusive
-                # suffix sums taken directly (no cancellation) and exponents <= 0.
-                dt_later = tl.cumsum(dt, axis=1, reverse=True) - dt
-                for n in tl.static_range(STATE):
-                    A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                    B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=step_mask, other=0).to(COMPUTE)
-                    weighted = tl.exp2(dt_later * A_n[:, None]) * dtu * B_n[None, :]
-                    tl.store(local_ptr + state_offsets + n, tl.sum(weighted, axis=1), mask=channel_mask)
-                tl.store(decay_sum_ptr + chunk_rows + chunk, tl.sum(dt, axis=1), mask=channel_mask)
-            else:
-                y = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)
-                entry_offsets = state_offsets - STATE
-                for n in tl.static_range(STATE):
-                    A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                    B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=step_mask, other=0).to(COMPUTE)
-                    C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=step_mask, other=0).to(COMPUTE)
-                    h_n = tl.load(states_ptr + entry_offsets + n, mask=channel_mask & (chunk > 0), other=0).to(COMPUTE)
-                    decay = tl.exp2(dt * A_n[:, None])
-                    drive = dtu * B_n[None, :]
-                    drive = tl.where(is_first_step, drive + decay * h_n[:, None], drive)
-                    _, hs = tl.associative_scan((decay, drive), 1, _linear_combine)
-                    y += hs * C_n[None, :]
-                    if MODE == SEQUENTIAL:
-                        # Masked tokens have decay 1 and no input: the last slot holds the chunk's end state.
-                        end_offsets = state_offsets[:, None] + n + 0 * steps_in_chunk[None, :]
-                        tl.store(states_ptr + end_offsets, hs, mask=channel_mask[:, None] & is_last_step)
-                if HAS_D:
-                    y += skip[:, None] * u
-                if HAS_Z:
-                    z = tl.load(z_ptr + shared_offsets, mask=mask, other=0).to(COMPUTE)
-                    y *= z * _sigmoid(z)
-                if MEAN:
-                    y = y / num_dirs
-                if ATOMIC_OUT:
-                    tl.atomic_add(out_ptr + shared_offsets, y, mask=mask)
-                else:
-                    if ACCUMULATE:
-                        y += tl.load(out_ptr + shared_offsets, mask=mask, other=0)
-                    tl.store(out_ptr + shared_offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        mask = (
+            channel_mask[:, None] & _slot_validity(chunk, length, cols, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)[None, :]
+        )
+        u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(COMPUTE)
+        raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
+        _, dt = _step_sizes(raw.to(COMPUTE), mask, bias, SOFTPLUS)
+        dtu = dt * u
+        state_offsets = (chunk_rows + chunk) * STATE
+        if MODE == SUMMARY:
+            # State reached from zero: sum_t exp(A * sum of dt after t) * dt_t u_t B_t, with the exclusive
+            # suffix sums (in scan order) taken directly (no cancellation) and exponents <= 0.
+            dt_later = tl.cumsum(dt, axis=1, reverse=not FLIP) - dt
+            for n in tl.static_range(STATE):
+                A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
+                B_n = _load_vector(B_ptr + B_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
+                weighted = tl.exp2(dt_later * A_n[:, None]) * dtu * B_n[None, :]
+                tl.store(local_ptr + state_offsets + n, tl.sum(weighted, axis=1), mask=channel_mask)
+            tl.store(decay_sum_ptr + chunk_rows + chunk, tl.sum(dt, axis=1), mask=channel_mask)
+        else:
+            y = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)
+            entry_offsets = state_offsets - STATE
+            for n in tl.static_range(STATE):
+                A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
+                B_n = _load_vector(B_ptr + B_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
+                C_n = _load_vector(C_ptr + C_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
+                h_n = tl.load(states_ptr + entry_offsets + n, mask=channel_mask & (chunk > 0), other=0).to(COMPUTE)
+                decay = tl.exp2(dt * A_n[:, None])
+                drive = dtu * B_n[None, :]
+                drive = tl.where(is_first_step, drive + decay * h_n[:, None], drive)
+                _, hs = tl.associative_scan((decay, drive), 1, _linear_combine, reverse=FLIP)
+                y += hs * C_n[None, :]
                 if MODE == SEQUENTIAL:
-                    # The next chunk reads the end state stored by another thread; the next direction visits
-                    # the same output positions from other threads.
-                    tl.debug_barrier()
+                    # Masked slots have decay 1 and no input: the last slot holds the chunk's end state.
+                    end_offsets = state_offsets[:, None] + n + 0 * slots[None, :]
+                    tl.store(states_ptr + end_offsets, hs, mask=channel_mask[:, None] & is_last_step)
+            if HAS_D:
+                y += skip[:, None] * u
+            if HAS_Z:
+                z = _load_rows(z_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
+                z = z.to(COMPUTE)
+                y *= z * _sigmoid(z)
+            if MEAN:
+                y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
+            if ACCUMULATE:
+                y += _load_rows(out_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
+            _store_rows(out_ptr, shared_rows, positions, valid, channel_mask, y, LAYOUT, P_PAD)
+            if MODE == SEQUENTIAL:
+                # The next chunk reads the end state stored by another thread.
+                tl.debug_barrier()
 
 
 @triton.jit
@@ -269,6 +424,7 @@ def _carry_kernel(
     Rows are the (Bt * K * D) channel rows; local, carried: (rows, n_chunks, N); decay_sum: (rows, n_chunks).
     Forward (states): carried[c] = the state after chunk c. REVERSE (state gradients): carried[c] = the value
     entering from chunk c + 1 (0 for the last chunk), i.e. the chain is read before chunk c is applied.
+    Chunks past a direction's own count hold the identity map (local and decay_sum 0).
     """
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < num_rows
@@ -313,9 +469,12 @@ def _scan_backward_kernel(
     dA_ptr,
     dD_ptr,
     dbias_ptr,
+    direction,
     dim,
     length,
+    cols,
     num_chunks,
+    chunk_stride,
     num_dirs,
     b_groups,
     c_groups,
@@ -324,77 +483,101 @@ def _scan_backward_kernel(
     STATE: tl.constexpr,
     BLOCK_D: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    FLIP: tl.constexpr,
+    P_PAD: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     ACCUMULATE: tl.constexpr,
-    ATOMIC_OUT: tl.constexpr,
     MEAN: tl.constexpr,
     ATOMIC_BC: tl.constexpr,
+    ROW_STEPS: tl.constexpr,
     MODE: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):
     """Grid as the forward kernel's; one tile is one chunk.
 
-    With dh_t the gradient of the state h_t, the reverse recurrence is dh_t = exp(dt_{t+1} A) dh_{t+1} + C_t dy_t.
-    carry[chunk] holds dh at the first token of chunk + 1. SEQUENTIAL walks the chunks backwards and writes it
-    itself; SUMMARY writes, per chunk, dh at its first token from its own tokens alone (into carry) and the sum
-    of dt_{t+1} over it (decay_sum); FROM_CARRY reads carry as chained by ``_carry_kernel``. Each chunk
-    recomputes its states from states[chunk - 1], the forward pass's state after the previous chunk. Partial
-    sums of dA, dD and ddelta_bias are stored per (batch row, chunk); dB and dC are summed over the block's
-    channels and added with one atomic per element when several blocks share a group (ATOMIC_BC).
+    With dh_t the gradient of the state h_t, the reverse recurrence is dh_t = exp(dt_{t+1} A) dh_{t+1} + C_t dy_t,
+    where t + 1 is the next slot in scan order (dt of padding slots is 0). carry[chunk] holds dh at the first
+    slot of chunk + 1. SEQUENTIAL walks the chunks backwards and writes it itself; SUMMARY writes, per chunk, dh
+    at its first slot from its own slots alone (into carry) and the sum of dt_{t+1} over it (decay_sum);
+    FROM_CARRY reads carry as chained by ``_carry_kernel``. Each chunk recomputes its states from
+    states[chunk - 1], the forward pass's state after the previous chunk. Partial sums of dA, dD and
+    ddelta_bias are stored per (batch row, chunk); dB and dC are summed over the program's channels and added with
+    one atomic per element when several programs share a group (ATOMIC_BC).
     """
-    batch, first, channels, channel_mask = _rows_of_program(
-        tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D
+    batch, first, segment_end = _rows_of_program(
+        tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D * ROW_STEPS
     )
-    first_dir, end_dir, first_chunk, end_chunk = _work_range(num_dirs, num_chunks, MODE)
-    steps_in_chunk = tl.arange(0, CHUNK_LEN)
-    is_first_step = (steps_in_chunk == 0)[None, :]
-    is_last_step = (steps_in_chunk == CHUNK_LEN - 1)[None, :]
-    shared_rows = (batch * dim + channels) * length
-    for direction in range(first_dir, end_dir):
-        param_rows, delta_rows, B_row0, C_row0, chunk_rows = _direction_rows(
-            batch, direction, first, channels, dim, length, num_chunks, num_dirs, b_groups, c_groups, STATE
+    # ROW_STEPS > 1 (N = 1): the program walks ROW_STEPS blocks of BLOCK_D channels per chunk and sums their dB and
+    # dC before one atomic add, instead of one per block.
+    tl.static_assert(ROW_STEPS == 1 or STATE == 1)
+    first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
+    slots = tl.arange(0, CHUNK_LEN)
+    is_first_step = (slots == (CHUNK_LEN - 1 if FLIP else 0))[None, :]
+    is_last_step = (slots == (0 if FLIP else CHUNK_LEN - 1))[None, :]
+    B_row0 = _group_rows(batch, direction, first, dim, num_dirs, b_groups, length, STATE)
+    C_row0 = _group_rows(batch, direction, first, dim, num_dirs, c_groups, length, STATE)
+    for chunk_step in range(first_chunk, end_chunk):
+        chunk = chunk_step
+        if MODE == SEQUENTIAL:
+            chunk = num_chunks - 1 - chunk_step
+        positions, valid = _chunk_slots(
+            index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
         )
-        skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
-        for chunk_step in range(first_chunk, end_chunk):
-            chunk = chunk_step
-            if MODE == SEQUENTIAL:
-                chunk = num_chunks - 1 - chunk_step
-            steps = chunk * CHUNK_LEN + steps_in_chunk
-            step_mask = steps < length
-            mask = channel_mask[:, None] & step_mask[None, :]
-            positions = _token_positions(index_ptr, direction, steps, step_mask, length, HAS_INDEX)
-            shared_offsets = shared_rows[:, None] + positions[None, :]
-            # dt of the following token, which may sit in the next chunk.
-            next_steps = steps + 1
-            next_mask = next_steps < length
-            next_positions = _token_positions(index_ptr, direction, next_steps, next_mask, length, HAS_INDEX)
-            next_tokens = channel_mask[:, None] & next_mask[None, :]
-            _, next_dt = _step_sizes(delta_ptr, delta_rows, next_positions, next_tokens, bias, SOFTPLUS, COMPUTE)
-            dy = tl.load(dout_ptr + shared_offsets, mask=mask, other=0).to(COMPUTE)
+        slot_valid = _slot_validity(chunk, length, cols, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
+        # dt of the token after each slot in scan order, which may sit in the next chunk.
+        next_positions, next_valid = _chunk_slots(
+            index_ptr, chunk, length, cols, True, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
+        )
+        next_slot_valid = _slot_validity(chunk, length, cols, True, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
+        dB_sum = tl.full((CHUNK_LEN,), 0, COMPUTE)
+        dC_sum = tl.full((CHUNK_LEN,), 0, COMPUTE)
+        for row_step in range(ROW_STEPS):
+            channels = first + row_step * BLOCK_D + tl.arange(0, BLOCK_D)
+            channel_mask = channels < segment_end
+            shared_rows = (batch * dim + channels) * length
+            param_rows, delta_rows, _, _, chunk_rows = _direction_rows(
+                batch, direction, first, channels, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
+            )
+            skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
+            mask = channel_mask[:, None] & slot_valid[None, :]
+            next_raw = _load_rows(
+                delta_ptr, delta_rows, next_positions, next_valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN
+            )
+            next_mask = channel_mask[:, None] & next_slot_valid[None, :]
+            _, next_dt = _step_sizes(next_raw.to(COMPUTE), next_mask, bias, SOFTPLUS)
+            dy = _load_rows(dout_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(
+                COMPUTE
+            )
             if MEAN:
-                dy = dy / num_dirs
+                dy = dy * (1.0 / tl.cast(num_dirs, COMPUTE))
             if HAS_Z:
-                z = tl.load(z_ptr + shared_offsets, mask=mask, other=0).to(COMPUTE)
+                z = _load_rows(z_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(
+                    COMPUTE
+                )
                 gate = _sigmoid(z)
                 dout_gated = dy
                 dy = dy * z * gate
             state_offsets = (chunk_rows + chunk) * STATE
             if MODE == SUMMARY:
-                # dh at the chunk's first token from its own tokens: sum_t exp(A * sum_{first < s <= t} dt_s) C_t dy_t.
-                dt_before = tl.cumsum(next_dt, axis=1) - next_dt
+                # dh at the chunk's first slot from its own slots: sum_t exp(A * sum_{first < s <= t} dt_s) C_t dy_t.
+                dt_before = tl.cumsum(next_dt, axis=1, reverse=FLIP) - next_dt
                 for n in tl.static_range(STATE):
                     A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                    C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=step_mask, other=0).to(COMPUTE)
+                    C_n = _load_vector(C_ptr + C_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
                     weighted = tl.exp2(dt_before * A_n[:, None]) * C_n[None, :] * dy
                     tl.store(carry_ptr + state_offsets + n, tl.sum(weighted, axis=1), mask=channel_mask)
                 tl.store(decay_sum_ptr + chunk_rows + chunk, tl.sum(next_dt, axis=1), mask=channel_mask)
             else:
-                u = tl.load(u_ptr + shared_offsets, mask=mask, other=0).to(COMPUTE)
-                dt_raw, dt = _step_sizes(delta_ptr, delta_rows, positions, mask, bias, SOFTPLUS, COMPUTE)
+                u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(
+                    COMPUTE
+                )
+                raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
+                dt_raw, dt = _step_sizes(raw.to(COMPUTE), mask, bias, SOFTPLUS)
                 dtu = dt * u
                 y = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)
                 dh_B = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)  # sum_n dh_n B_n
@@ -403,41 +586,44 @@ def _scan_backward_kernel(
                 has_next = channel_mask & (chunk < num_chunks - 1)
                 for n in tl.static_range(STATE):
                     A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE)
-                    B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=step_mask, other=0).to(COMPUTE)
-                    C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=step_mask, other=0).to(COMPUTE)
+                    B_n = _load_vector(B_ptr + B_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
+                    C_n = _load_vector(C_ptr + C_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
                     h_n = tl.load(states_ptr + state_offsets - STATE + n, mask=has_entry, other=0).to(COMPUTE)
                     dh_n = tl.load(carry_ptr + state_offsets + n, mask=has_next, other=0).to(COMPUTE)
                     decay = tl.exp2(dt * (A_n * LOG2E)[:, None])
                     next_decay = tl.exp2(next_dt * (A_n * LOG2E)[:, None])
                     drive = dtu * B_n[None, :]
                     _, hs = tl.associative_scan(
-                        (decay, tl.where(is_first_step, drive + decay * h_n[:, None], drive)), 1, _linear_combine
+                        (decay, tl.where(is_first_step, drive + decay * h_n[:, None], drive)),
+                        1,
+                        _linear_combine,
+                        reverse=FLIP,
                     )
                     dy_C = dy * C_n[None, :]
                     _, dhs = tl.associative_scan(
                         (next_decay, tl.where(is_last_step, dy_C + next_decay * dh_n[:, None], dy_C)),
                         1,
                         _linear_combine,
-                        reverse=True,
+                        reverse=not FLIP,
                     )
                     if HAS_Z:
                         y += hs * C_n[None, :]
                     dC_n = tl.sum(hs * dy, axis=0)
                     dB_n = tl.sum(dhs * dtu, axis=0)
-                    if ATOMIC_BC:
-                        tl.atomic_add(dB_ptr + B_row0 + n * length + positions, dB_n, mask=step_mask)
-                        tl.atomic_add(dC_ptr + C_row0 + n * length + positions, dC_n, mask=step_mask)
+                    if ROW_STEPS > 1:
+                        dB_sum += dB_n
+                        dC_sum += dC_n
                     else:
-                        tl.store(dB_ptr + B_row0 + n * length + positions, dB_n, mask=step_mask)
-                        tl.store(dC_ptr + C_row0 + n * length + positions, dC_n, mask=step_mask)
+                        _add_vector(dB_ptr + B_row0 + n * length, positions, valid, dB_n, ATOMIC_BC, LAYOUT, P_PAD)
+                        _add_vector(dC_ptr + C_row0 + n * length, positions, valid, dC_n, ATOMIC_BC, LAYOUT, P_PAD)
                     # exp(dt_t A) h_{t-1} = h_t - drive_t.
                     decayed = dhs * (hs - drive)
                     tl.store(dA_ptr + state_offsets + n, tl.sum(decayed * dt, axis=1), mask=channel_mask)
                     dh_B += dhs * B_n[None, :]
                     ddt_decay += decayed * A_n[:, None]
                     if MODE == SEQUENTIAL:
-                        # dh at this chunk's first token enters the previous chunk.
-                        first_offsets = state_offsets[:, None] - STATE + n + 0 * steps_in_chunk[None, :]
+                        # dh at this chunk's first slot enters the previous chunk.
+                        first_offsets = state_offsets[:, None] - STATE + n + 0 * slots[None, :]
                         tl.store(carry_ptr + first_offsets, dhs, mask=has_entry[:, None] & is_first_step)
                 ddt = dh_B * u + ddt_decay
                 du = dh_B * dt
@@ -447,23 +633,22 @@ def _scan_backward_kernel(
                     if HAS_D:
                         y += skip[:, None] * u
                     dz = dout_gated * y * gate * (1.0 + z * (1.0 - gate))
-                    tl.store(dz_ptr + shared_offsets, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+                    _store_rows(dz_ptr, shared_rows, positions, valid, channel_mask, dz, LAYOUT, P_PAD)
                 if SOFTPLUS:
                     ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
                 ddt = tl.where(mask, ddt, 0.0)
-                delta_offsets = delta_rows[:, None] + positions[None, :]
-                tl.store(ddelta_ptr + delta_offsets, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
-                if ATOMIC_OUT:
-                    tl.atomic_add(du_ptr + shared_offsets, du, mask=mask)
-                else:
-                    if ACCUMULATE:
-                        du += tl.load(du_ptr + shared_offsets, mask=mask, other=0)
-                    tl.store(du_ptr + shared_offsets, du.to(du_ptr.dtype.element_ty), mask=mask)
+                _store_rows(ddelta_ptr, delta_rows, positions, valid, channel_mask, ddt, LAYOUT, P_PAD)
+                if ACCUMULATE:
+                    du += _load_rows(du_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
+                _store_rows(du_ptr, shared_rows, positions, valid, channel_mask, du, LAYOUT, P_PAD)
                 if HAS_D:
                     tl.store(dD_ptr + chunk_rows + chunk, tl.sum(dy * u, axis=1), mask=channel_mask)
                 if HAS_BIAS:
                     tl.store(dbias_ptr + chunk_rows + chunk, tl.sum(ddt, axis=1), mask=channel_mask)
-                if MODE == SEQUENTIAL:
-                    # The previous chunk reads dh stored by another thread; the next direction adds into du at
-                    # the same positions from other threads.
-                    tl.debug_barrier()
+
+        if ROW_STEPS > 1 and MODE != SUMMARY:
+            _add_vector(dB_ptr + B_row0, positions, valid, dB_sum, ATOMIC_BC, LAYOUT, P_PAD)
+            _add_vector(dC_ptr + C_row0, positions, valid, dC_sum, ATOMIC_BC, LAYOUT, P_PAD)
+        if MODE == SEQUENTIAL:
+            # The previous chunk reads dh stored by another thread.
+            tl.debug_barrier()

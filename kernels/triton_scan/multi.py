@@ -1,17 +1,60 @@
-"""Fused multi-direction scan: all K directions of a scan plan in one launch, merged in-kernel.
+"""Fused multi-direction scan: the K directions of a scan plan, each read in place and merged in-kernel.
 
-Each program reads u, delta, B and C at the raster positions ``index[k, t]`` (no gathered copies) and
-adds its direction's output into the raster-order result. Usually a program owns a block of channels of one
-batch row for all K directions, one direction after the other, so the accumulation into ``out`` (and into ``du``
-in the backward pass) needs no atomics and is deterministic; chunk-parallel launches (few channel rows, long
-sequences) add with atomics instead.
+Each direction reads u, delta, B and C at the raster positions of its order (no gathered copies) and adds its
+output into the raster-order result, one direction after the other, so the accumulation into ``out`` (and into
+``du`` in the backward pass) needs no atomics and is deterministic. Orders that are the raster order, a column
+order of the grid seen as a (P, Q) matrix (a 2D column scan, a 3D depth-fastest scan), or the reverse of either
+are read with coalesced loads computed from their shape; any other order goes through its index row.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
+import numpy as np
 from torch import Tensor
 
-from .scan import _FusedScan, check_device
+from .scan import Direction, _FusedScan, check_device
+
+_CACHE_SIZE = 64
+_described: OrderedDict[tuple, tuple[Tensor, tuple[Direction, ...]]] = OrderedDict()
+
+
+def _structure(row: np.ndarray) -> tuple[str, int] | None:
+    """("linear", 1) for the raster order, ("transposed", Q) for the column order of an (L / Q, Q) view."""
+    length = row.size
+    if np.array_equal(row, np.arange(length)):
+        return "linear", 1
+    cols = int(row[1]) if length > 1 and row[0] == 0 else 0
+    columns = (
+        np.arange(length).reshape(length // cols, cols).T.ravel() if 1 < cols < length and length % cols == 0 else None
+    )
+    if columns is not None and np.array_equal(row, columns):
+        return "transposed", cols
+    return None
+
+
+def describe_directions(index: Tensor) -> tuple[Direction, ...]:
+    """How the kernels read each row of a (K, L) index map; cached per index tensor (plans keep theirs)."""
+    key = (index.data_ptr(), index.device, tuple(index.shape))
+    hit = _described.get(key)
+    if hit is not None:
+        _described.move_to_end(key)
+        return hit[1]
+    directions = []
+    for k, row in enumerate(index.cpu().numpy()):
+        for flip, candidate in ((False, row), (True, row[::-1])):
+            found = _structure(candidate)
+            if found is not None:
+                directions.append(Direction(found[0], flip, found[1], index[k]))
+                break
+        else:
+            directions.append(Direction("gather", index=index[k]))
+    # The entry keeps the index tensor alive, so its address cannot be reused by another tensor.
+    _described[key] = (index, tuple(directions))
+    if len(_described) > _CACHE_SIZE:
+        _described.popitem(last=False)
+    return tuple(directions)
 
 
 def multi_scan_triton(
@@ -50,7 +93,7 @@ def multi_scan_triton(
         D,
         None,
         delta_bias,
-        index,
+        describe_directions(index),
         delta_softplus,
         1,
         1,

@@ -1,6 +1,8 @@
 """Launch code and autograd for the Triton selective scan (plain and multi-direction).
 
-The forward pass keeps only u, delta, A, B, C, D, z, delta_bias (and the index map) plus one float32 state per
+Each direction of a scan is one launch of the forward (and of the backward) kernel, specialised for how it reads
+its tokens (``Direction``); later directions add into the output of earlier ones, which makes the merge race-free
+without atomics. The forward pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per
 chunk of ``Tiling.chunk_len`` (1024 or 2048) tokens, (Bt, K, D, n_chunks, N): at most what mamba_ssm keeps (2N
 values per chunk of 2048). The backward pass recomputes each chunk's states from the saved state before it.
 Chunk-parallel launches (few channel rows, long sequences) add transient per-chunk buffers of the size of the
@@ -23,7 +25,16 @@ from visionssm.errors import BackendUnavailableError
 
 from .._inputs import as_grouped, compute_dtype
 from ..backends import triton_interpreting
-from .kernels import FROM_CARRY, SEQUENTIAL, SUMMARY, _carry_kernel, _scan_backward_kernel, _scan_forward_kernel
+from .kernels import (
+    FROM_CARRY,
+    LINEAR,
+    SEQUENTIAL,
+    SUMMARY,
+    TRANSPOSED,
+    _carry_kernel,
+    _scan_backward_kernel,
+    _scan_forward_kernel,
+)
 
 
 class Tiling(NamedTuple):
@@ -46,11 +57,47 @@ MAX_BLOCK_D = 4
 PARALLEL_BELOW_PROGRAMS_PER_SM = 2
 """Chunk-parallel launches when there are fewer channel-row programs than this many per SM."""
 
+BACKWARD_ROW_STEPS = 8
+"""For N = 1 and directions read out of memory order (transposed, gathered), channel blocks that one backward
+program walks per chunk, summing their dB and dC before one atomic add: those scattered atomics otherwise take half
+of the backward pass at VMamba-T's stage 1 (96 channels add into every B and C element). Linear directions add
+contiguous rows, cheaply enough that one block per program (more programs in flight) is faster."""
+
 CHUNK_PARALLEL: bool | None = None
 """Force (True) or forbid (False) chunk-parallel launches; None decides from the sizes."""
 
 CARRY_ROWS = 64
 """Channel rows per program of the carry kernel."""
+
+
+class Direction(NamedTuple):
+    """How one direction reads its tokens from the raster layout (see ``kernels.py``).
+
+    kind: "linear" (memory order), "transposed" (the columns of the grid seen as an (L / cols, cols) matrix, one
+    after the other) or "gather" (through ``index``); flip: the reverse of a linear or transposed order; cols: Q
+    of the (P, Q) view; index: (L,) int64 raster position of every step (gather).
+    """
+
+    kind: str
+    flip: bool = False
+    cols: int = 1
+    index: Tensor | None = None
+
+
+PLAIN = (Direction("linear"),)
+"""The one direction of a plain scan: tokens in memory order."""
+
+
+class _Launch(NamedTuple):
+    """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, HAS_INDEX, cols, chunk count, index row."""
+
+    layout: int
+    flip: bool
+    rows_pad: int
+    has_index: bool
+    cols: int
+    num_chunks: int
+    index: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -74,9 +121,18 @@ class _Geometry:
         """The tiling's chunk length, or the next power of two of L for shorter sequences (then one chunk)."""
         return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
 
-    @property
-    def num_chunks(self) -> int:
-        return -(-self.length // self.chunk_len)
+    def launch(self, direction: Direction) -> _Launch:
+        """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
+        if direction.kind == "transposed":
+            rows_pad = triton.next_power_of_2(self.length // direction.cols)
+            if rows_pad <= self.chunk_len:
+                columns_per_chunk = self.chunk_len // rows_pad
+                num_chunks = -(-direction.cols // columns_per_chunk)
+                return _Launch(TRANSPOSED.value, direction.flip, rows_pad, False, direction.cols, num_chunks, None)
+        num_chunks = -(-self.length // self.chunk_len)
+        if direction.kind == "linear":
+            return _Launch(LINEAR.value, direction.flip, 1, False, 1, num_chunks, None)
+        return _Launch(LINEAR.value, False, 1, True, 1, num_chunks, direction.index)
 
     @property
     def segment_len(self) -> int:
@@ -96,8 +152,8 @@ class _Geometry:
     def row_blocks(self, blocks_per_segment: int) -> int:
         return self.batch * (self.dim // self.segment_len) * blocks_per_segment
 
-    def chunk_parallel(self, row_blocks: int, device: torch.device) -> bool:
-        if self.num_chunks == 1:
+    def chunk_parallel(self, row_blocks: int, num_chunks: int, device: torch.device) -> bool:
+        if num_chunks == 1:
             return False
         if CHUNK_PARALLEL is not None:
             return CHUNK_PARALLEL
@@ -105,7 +161,7 @@ class _Geometry:
         return row_blocks < PARALLEL_BELOW_PROGRAMS_PER_SM * sms
 
 
-def _launch_flags(geom: _Geometry, D, z, delta_bias, index, softplus: bool, mean: bool, dtype: torch.dtype) -> dict:
+def _launch_flags(geom: _Geometry, D, z, delta_bias, softplus: bool, mean: bool, dtype: torch.dtype) -> dict:
     return dict(
         STATE=geom.state,
         CHUNK_LEN=geom.chunk_len,
@@ -113,8 +169,6 @@ def _launch_flags(geom: _Geometry, D, z, delta_bias, index, softplus: bool, mean
         HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None,
         SOFTPLUS=softplus,
-        HAS_INDEX=index is not None,
-        ACCUMULATE=geom.num_dirs > 1,
         MEAN=mean,
         COMPUTE=tl.float64 if dtype == torch.float64 else tl.float32,
     )
@@ -135,7 +189,7 @@ def _carry(geom: _Geometry, local: Tensor, decay_sum: Tensor, A: Tensor, carried
         carried,
         rows,
         geom.num_dirs * geom.dim,
-        geom.num_chunks,
+        local.shape[3],
         STATE=geom.state,
         N_PAD=geom.state_pad,
         BLOCK_R=CARRY_ROWS,
@@ -144,19 +198,50 @@ def _carry(geom: _Geometry, local: Tensor, decay_sum: Tensor, A: Tensor, carried
     )
 
 
-def scan_forward(geom, u, delta, A, B, C, D, z, delta_bias, index, softplus, mean, dtype):
-    """Run the forward kernel(s). Returns out (Bt, D, L) in u's dtype and states (Bt, K, D, n_chunks, N)."""
+def _direction_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int, blocks_per_segment: int) -> tuple:
+    """The kernels' runtime size arguments for direction k."""
+    return (
+        k,
+        geom.dim,
+        geom.length,
+        launch.cols,
+        launch.num_chunks,
+        chunk_stride,
+        geom.num_dirs,
+        geom.b_groups,
+        geom.c_groups,
+        geom.segment_len,
+        blocks_per_segment,
+    )
+
+
+def _direction_flags(launch: _Launch, k: int) -> dict:
+    return dict(
+        LAYOUT=launch.layout,
+        FLIP=launch.flip,
+        P_PAD=launch.rows_pad,
+        HAS_INDEX=launch.has_index,
+        ACCUMULATE=k > 0,
+    )
+
+
+def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype):
+    """Run the forward kernel(s), one direction after the other (each adds into out).
+
+    Returns out (Bt, D, L) in u's dtype, states (Bt, K, D, n_chunks, N) and the final state (Bt, K, D, N).
+    """
     block_d, blocks_per_segment = geom.blocks(geom.tiling.forward_block_d)
     row_blocks = geom.row_blocks(blocks_per_segment)
-    parallel = geom.chunk_parallel(row_blocks, u.device)
+    launches = [geom.launch(direction) for direction in directions]
+    chunk_stride = max(launch.num_chunks for launch in launches)
+    parallel = geom.chunk_parallel(row_blocks, chunk_stride, u.device)
     # K directions add into one raster-order output: accumulate in the compute dtype.
-    out = torch.zeros(u.shape, dtype=dtype, device=u.device) if geom.num_dirs > 1 else torch.empty_like(u)
-    chunk_shape = (geom.batch, geom.num_dirs, geom.dim, geom.num_chunks)
+    out = torch.empty(u.shape, dtype=dtype if geom.num_dirs > 1 else u.dtype, device=u.device)
+    chunk_shape = (geom.batch, geom.num_dirs, geom.dim, chunk_stride)
     states = torch.empty((*chunk_shape, geom.state), dtype=dtype, device=u.device)
-    flags = _launch_flags(geom, D, z, delta_bias, index, softplus, mean, dtype)
-    sizes = (geom.dim, geom.length, geom.num_chunks, geom.num_dirs, geom.b_groups, geom.c_groups, geom.segment_len)
+    flags = _launch_flags(geom, D, z, delta_bias, softplus, mean, dtype)
 
-    def launch(grid, mode, local, decay_sum):
+    def launch(k, grid, mode, local, decay_sum):
         _scan_forward_kernel[grid](
             u,
             delta,
@@ -166,56 +251,70 @@ def scan_forward(geom, u, delta, A, B, C, D, z, delta_bias, index, softplus, mea
             _or(D, A),
             _or(z, u),
             _or(delta_bias, A),
-            _or(index, u),
+            _or(launches[k].index, u),
             out,
             states,
             local,
             decay_sum,
-            *sizes,
-            blocks_per_segment,
+            *_direction_args(geom, k, launches[k], chunk_stride, blocks_per_segment),
             BLOCK_D=block_d,
-            ATOMIC_OUT=parallel and geom.num_dirs > 1,
             MODE=mode.value,
             num_warps=geom.tiling.forward_warps,
+            **_direction_flags(launches[k], k),
             **flags,
         )
 
     if parallel:
-        local = torch.empty_like(states)
-        decay_sum = torch.empty(chunk_shape, dtype=dtype, device=u.device)
-        grid = (row_blocks, geom.num_dirs * geom.num_chunks)
-        launch(grid, SUMMARY, local, decay_sum)
+        # Chunks past a direction's own count stay identity maps (zeros) for the carry pass.
+        local = torch.zeros_like(states)
+        decay_sum = torch.zeros(chunk_shape, dtype=dtype, device=u.device)
+        for k in range(geom.num_dirs):
+            launch(k, (row_blocks, launches[k].num_chunks), SUMMARY, local, decay_sum)
         _carry(geom, local, decay_sum, A, states, reverse=False)
-        launch(grid, FROM_CARRY, local, decay_sum)
+        for k in range(geom.num_dirs):
+            launch(k, (row_blocks, launches[k].num_chunks), FROM_CARRY, local, decay_sum)
     else:
-        launch((row_blocks,), SEQUENTIAL, states, states)
-    return out.to(u.dtype), states
+        for k in range(geom.num_dirs):
+            launch(k, (row_blocks,), SEQUENTIAL, states, states)
+    last_state = torch.stack([states[:, k, :, launch.num_chunks - 1] for k, launch in enumerate(launches)], 1)
+    return out.to(u.dtype), states, last_state
 
 
-def scan_backward(geom, dout, u, delta, A, B, C, D, z, delta_bias, index, states, softplus, mean):
-    """Run the backward kernel(s). Returns the gradients of u, delta, A, B, C, D, z, delta_bias."""
+def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, states, softplus, mean):
+    """Run the backward kernel(s), one direction after the other. Returns the gradients of u, delta, A, B, C, D,
+    z, delta_bias."""
     dtype = states.dtype
     device = u.device
     block_d, blocks_per_segment = geom.blocks(geom.tiling.backward_block_d)
-    row_blocks = geom.row_blocks(blocks_per_segment)
-    parallel = geom.chunk_parallel(row_blocks, device)
-    accumulate = geom.num_dirs > 1
-    du = torch.zeros(u.shape, dtype=dtype, device=device) if accumulate else torch.empty_like(u)
+    launches = [geom.launch(direction) for direction in directions]
+    chunk_stride = states.shape[3]
+    parallel = geom.chunk_parallel(geom.row_blocks(blocks_per_segment), chunk_stride, device)
+    du = torch.empty(u.shape, dtype=dtype if geom.num_dirs > 1 else u.dtype, device=device)
     ddelta = torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
-    # Several programs add into one dB/dC slot when a B or C group spans several channel blocks.
+    # Several programs add into one dB/dC slot when a B or C group spans several of them.
     segments_per_group = max(geom.dim // groups for groups in (geom.b_groups, geom.c_groups)) // geom.segment_len
-    atomic_bc = segments_per_group * blocks_per_segment > 1
-    new_bc = torch.zeros if atomic_bc else torch.empty
-    dB, dC = (new_bc(t.shape, dtype=dtype, device=device) for t in (B, C))
-    chunk_shape = (geom.batch, geom.num_dirs, geom.dim, geom.num_chunks)
-    dA = torch.empty((*chunk_shape, geom.state), dtype=dtype, device=device)
-    dD = None if D is None else torch.empty(chunk_shape, dtype=dtype, device=device)
-    dbias = None if delta_bias is None else torch.empty(chunk_shape, dtype=dtype, device=device)
-    flags = _launch_flags(geom, D, z, delta_bias, index, softplus, mean, dtype)
-    sizes = (geom.dim, geom.length, geom.num_chunks, geom.num_dirs, geom.b_groups, geom.c_groups, geom.segment_len)
 
-    def launch(grid, mode, carry, decay_sum):
+    def row_steps(launch: _Launch) -> int:
+        scattered = launch.layout == TRANSPOSED.value or launch.has_index
+        return min(BACKWARD_ROW_STEPS, blocks_per_segment) if geom.state == 1 and scattered else 1
+
+    def programs_per_segment(launch: _Launch) -> int:
+        return -(-blocks_per_segment // row_steps(launch))
+
+    atomic_bc = [segments_per_group * programs_per_segment(launch) > 1 for launch in launches]
+    new_bc = torch.zeros if any(atomic_bc) else torch.empty
+    dB, dC = (new_bc(t.shape, dtype=dtype, device=device) for t in (B, C))
+    chunk_shape = (geom.batch, geom.num_dirs, geom.dim, chunk_stride)
+    # Zeros: directions with fewer chunks than chunk_stride leave their last slots unwritten.
+    dA = torch.zeros((*chunk_shape, geom.state), dtype=dtype, device=device)
+    dD = None if D is None else torch.zeros(chunk_shape, dtype=dtype, device=device)
+    dbias = None if delta_bias is None else torch.zeros(chunk_shape, dtype=dtype, device=device)
+    flags = _launch_flags(geom, D, z, delta_bias, softplus, mean, dtype)
+
+    def launch(k, chunks, mode, carry, decay_sum):
+        programs = programs_per_segment(launches[k])
+        grid = (geom.row_blocks(programs), chunks)
         _scan_backward_kernel[grid](
             u,
             delta,
@@ -225,7 +324,7 @@ def scan_backward(geom, dout, u, delta, A, B, C, D, z, delta_bias, index, states
             _or(D, A),
             _or(z, u),
             _or(delta_bias, A),
-            _or(index, u),
+            _or(launches[k].index, u),
             dout,
             states,
             carry,
@@ -238,26 +337,29 @@ def scan_backward(geom, dout, u, delta, A, B, C, D, z, delta_bias, index, states
             dA,
             _or(dD, dA),
             _or(dbias, dA),
-            *sizes,
-            blocks_per_segment,
+            *_direction_args(geom, k, launches[k], chunk_stride, programs),
             BLOCK_D=block_d,
-            ATOMIC_OUT=parallel and accumulate,
-            ATOMIC_BC=atomic_bc,
+            ATOMIC_BC=atomic_bc[k],
+            ROW_STEPS=row_steps(launches[k]),
             MODE=mode.value,
             num_warps=geom.tiling.backward_warps,
+            **_direction_flags(launches[k], k),
             **flags,
         )
 
     if parallel:
-        local = torch.empty_like(states)
+        local = torch.zeros_like(states)
         carried = torch.empty_like(states)
-        decay_sum = torch.empty(chunk_shape, dtype=dtype, device=device)
-        grid = (row_blocks, geom.num_dirs * geom.num_chunks)
-        launch(grid, SUMMARY, local, decay_sum)
+        decay_sum = torch.zeros(chunk_shape, dtype=dtype, device=device)
+        for k in range(geom.num_dirs):
+            launch(k, launches[k].num_chunks, SUMMARY, local, decay_sum)
         _carry(geom, local, decay_sum, A, carried, reverse=True)
-        launch(grid, FROM_CARRY, carried, decay_sum)
+        for k in range(geom.num_dirs):
+            launch(k, launches[k].num_chunks, FROM_CARRY, carried, decay_sum)
     else:
-        launch((row_blocks,), SEQUENTIAL, torch.empty_like(states), states)
+        carry = torch.empty_like(states)
+        for k in range(geom.num_dirs):
+            launch(k, 1, SEQUENTIAL, carry, states)
     return (
         du.to(u.dtype),
         ddelta,
@@ -283,24 +385,38 @@ class _FusedScan(torch.autograd.Function):
     """Autograd wrapper of the two kernels over the kernel layouts (see ``kernels.py``)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, index, softplus, b_groups, c_groups, mean):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, directions, softplus, b_groups, c_groups, mean):
         u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-        D, z, delta_bias, index = (None if t is None else t.contiguous() for t in (D, z, delta_bias, index))
+        D, z, delta_bias = (None if t is None else t.contiguous() for t in (D, z, delta_bias))
         batch, num_dirs, dim, length = delta.shape
         geom = _Geometry(batch, dim, length, num_dirs, A.shape[-1], b_groups, c_groups)
         dtype = compute_dtype(u, delta, A, B, C)
-        out, states = scan_forward(geom, u, delta, A, B, C, D, z, delta_bias, index, softplus, mean, dtype)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, index, states)
-        ctx.geom, ctx.softplus, ctx.mean = geom, softplus, mean
-        last_state = states[:, :, :, -1].clone()
+        out, states, last_state = scan_forward(
+            geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype
+        )
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.geom, ctx.directions, ctx.softplus, ctx.mean = geom, directions, softplus, mean
         ctx.mark_non_differentiable(last_state)
         return out, last_state
 
     @staticmethod
     def backward(ctx, dout, _dlast_state):
-        u, delta, A, B, C, D, z, delta_bias, index, states = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
         grads = scan_backward(
-            ctx.geom, dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, index, states, ctx.softplus, ctx.mean
+            ctx.geom,
+            ctx.directions,
+            dout.contiguous(),
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            z,
+            delta_bias,
+            states,
+            ctx.softplus,
+            ctx.mean,
         )
         return (*grads, None, None, None, None, None)
 
@@ -342,7 +458,7 @@ def selective_scan_triton(
         None if D is None else D.unsqueeze(0),
         z,
         None if delta_bias is None else delta_bias.unsqueeze(0),
-        None,
+        PLAIN,
         delta_softplus,
         B4.shape[1],
         C4.shape[1],

@@ -3,8 +3,9 @@
 Without CUDA the kernels run in Triton's CPU interpreter: tests/conftest.py sets TRITON_INTERPRET=1 before
 triton is imported (the interpreter is slow, so shapes stay tiny). On a GPU the same tests run compiled.
 The "small-tiles" and "chunk-parallel" layouts shrink chunks to 8 tokens so that tiny sequences span several
-chunks, with channel blocks that straddle no group but share groups (atomic dB/dC adds); "chunk-parallel" runs
-one program per chunk (summary, carry and from-carry launches) instead of one per channel block.
+chunks, with channel blocks that straddle no group but share groups (atomic dB/dC adds; N = 1 backward programs
+walk two blocks each); "chunk-parallel" runs one program per chunk (summary, carry and from-carry launches)
+instead of one per channel block.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def layout(request, monkeypatch):
     if request.param != "default":
         monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
+        # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
+        monkeypatch.setattr(triton_scan, "BACKWARD_ROW_STEPS", 2)
     return request.param
 
 
@@ -142,19 +145,20 @@ def multi_scan_inputs(plan, dtype: torch.dtype, batch: int = 2, dim: int = 3, st
 
 
 @pytest.mark.parametrize(
-    ("name", "shape", "merge"),
+    ("name", "shape", "merge", "state"),
     [
-        ("cross", (4, 5), "sum"),
-        ("zigzag8", (3, 4), "mean"),
-        ("hilbert", (4, 4), "sum"),
-        ("cross3d", (2, 3, 4), "sum"),
-        ("tri_orientation", (2, 2, 3), "mean"),
+        ("cross", (4, 5), "sum", 2),
+        ("cross", (3, 7), "mean", 1),
+        ("zigzag8", (3, 4), "mean", 2),
+        ("hilbert", (4, 4), "sum", 1),
+        ("cross3d", (2, 3, 4), "sum", 2),
+        ("tri_orientation", (2, 2, 3), "mean", 2),
     ],
 )
-def test_fused_multi_scan_matches_composition(layout, name, shape, merge):
-    """One fused launch over all directions against gather -> reference scan -> merge, float64."""
+def test_fused_multi_scan_matches_composition(layout, name, shape, merge, state):
+    """The fused per-direction launches against gather -> reference scan -> merge, float64."""
     plan = scan_plan(name, shape, merge=merge)
-    inputs = multi_scan_inputs(plan, torch.float64)
+    inputs = multi_scan_inputs(plan, torch.float64, dim=5, state=state)
     cotangent = torch.randn(inputs["u"].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     cotangent = cotangent.to(DEVICE)
     got = multi_scan(**inputs, plan=plan, backend="triton")
@@ -165,6 +169,26 @@ def test_fused_multi_scan_matches_composition(layout, name, shape, merge):
     want_grads = torch.autograd.grad(want, list(inputs.values()), cotangent)
     for key, g, w in zip(inputs, got_grads, want_grads):
         assert_near(g, w, 1e-10, f"grad {key}")
+
+
+def test_fused_multi_scan_reads_structured_orders_without_their_index():
+    """Raster, column and reversed orders are read from their shape; other orders go through the index."""
+    from visionssm.kernels.triton_scan.multi import describe_directions
+
+    cross = describe_directions(scan_plan("cross", (3, 7)).index)
+    assert [(d.kind, d.flip, d.cols) for d in cross] == [
+        ("linear", False, 1),
+        ("transposed", False, 7),
+        ("linear", True, 1),
+        ("transposed", True, 7),
+    ]
+    tri = describe_directions(scan_plan("tri_orientation", (2, 3, 4)).index)
+    assert [(d.kind, d.flip, d.cols) for d in tri] == [
+        ("linear", False, 1),
+        ("linear", True, 1),
+        ("transposed", False, 12),
+    ]
+    assert {d.kind for d in describe_directions(scan_plan("zigzag8", (3, 4)).index)} == {"gather"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
