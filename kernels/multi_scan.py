@@ -90,8 +90,9 @@ def multi_scan(
     """
     _check(u, delta, A, B, C, plan, D, delta_bias)
     plan = plan.to(u.device)
-    # The fused kernel runs only when asked for by name: on an H100 it is still slower than gathering +
-    # the auto-selected scan + merging for N > 1 and for 3D orders (docs/benchmarks.md), so "auto" composes.
+    # The fused kernels run only when asked for by name: on an H100 they beat gathering + the auto-selected scan +
+    # merging only for N = 1 at VMamba-T's stage-1 size (1.2x), and lose for short rows, N > 1 and 3D orders
+    # (docs/benchmarks.md), so "auto" composes.
     if backend != "auto" and resolve_backend(backend, u) == "triton":
         from .triton_scan import multi_scan_triton  # imports triton: only on demand
 

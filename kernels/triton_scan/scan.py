@@ -276,7 +276,10 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
     else:
         for k in range(geom.num_dirs):
             launch(k, (row_blocks,), SEQUENTIAL, states, states)
-    last_state = torch.stack([states[:, k, :, launch.num_chunks - 1] for k, launch in enumerate(launches)], 1)
+    if all(launch.num_chunks == chunk_stride for launch in launches):
+        last_state = states[:, :, :, -1].clone()
+    else:
+        last_state = torch.stack([states[:, k, :, launch.num_chunks - 1] for k, launch in enumerate(launches)], 1)
     return out.to(u.dtype), states, last_state
 
 
