@@ -64,28 +64,17 @@ def _linear_combine(decay_first, value_first, decay_second, value_second):
 
 
 @triton.jit
-def _divide(numerator, denominator):
-    """numerator / denominator; in float32 the fast division (``fdiv``, 2 ulp): an IEEE one costs about as much
-    as the rest of an N = 1 scan step."""
-    if numerator.dtype == tl.float64:  # noqa: SIM108 (a static branch: fdiv has no float64 form)
-        quotient = numerator / denominator
-    else:
-        quotient = tl.math.fdiv(numerator, denominator)
-    return quotient
-
-
-@triton.jit
 def _softplus(x):
     """softplus with torch's threshold 20; log1p(e) computed exactly as log(1 + e) * e / ((1 + e) - 1)."""
     e = tl.exp(x)
     one_plus = 1.0 + e
-    log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * _divide(e, one_plus - 1.0))
+    log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * e / (one_plus - 1.0))
     return tl.where(x > 20.0, x, log1p)
 
 
 @triton.jit
 def _sigmoid(x):
-    return _divide(tl.full(x.shape, 1.0, x.dtype), 1.0 + tl.exp(-x))
+    return 1.0 / (1.0 + tl.exp(-x))
 
 
 @triton.jit
