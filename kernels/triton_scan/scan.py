@@ -118,7 +118,7 @@ class _Geometry:
 
     @property
     def chunk_len(self) -> int:
-        """The tiling's chunk length, or the next power of two of L for shorter sequences (then one chunk)."""
+        """The tiling's chunk length, or the next power of two of L for shorter sequences."""
         return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
 
     def launch(self, direction: Direction) -> _Launch:
