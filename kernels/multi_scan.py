@@ -1,8 +1,8 @@
 """``multi_scan``: one selective scan per direction of a scan order, merged back onto the grid.
 
 Every per-token tensor is given in raster layout over the spatial grid; the scan order is applied by
-index inside the operator, so callers never build permuted copies. ``backend="triton"`` runs one fused
-kernel that reads every direction through the plan's index and merges in-kernel; every other choice,
+index inside the operator, so callers never build permuted copies. ``backend="triton"`` runs the fused
+kernels, one launch per direction reading its tokens in place and adding into the merged output; every other choice,
 "auto" included, composes gather -> ``selective_scan`` over all K directions at once (as K groups of
 channels, on the backend "auto" selects) -> inverse gather and merge.
 """
@@ -82,7 +82,7 @@ def multi_scan(
         plan: a scan order with K directions over prod(spatial) tokens (e.g. ``scan_plan("cross", (H, W))``).
         D, delta_bias: (K, D) per direction, optional.
         delta_softplus: apply softplus to delta + delta_bias (True, as in VMamba).
-        backend: "triton" for the fused kernel; any other name (or "auto") composes gather, :func:`selective_scan`
+        backend: "triton" for the fused kernels; any other name (or "auto") composes gather, :func:`selective_scan`
             on that backend, and merge.
 
     Returns:
