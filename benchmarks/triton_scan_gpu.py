@@ -2,6 +2,7 @@
 
     python benchmarks/triton_scan_gpu.py                   # default tiling, table of shapes
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
+    python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
 
 Times are medians from ``triton.testing.do_bench`` (forward under no_grad; forward + backward with a
 fixed cotangent). "GB/s" counts the forward's compulsory traffic: u, delta, out (and z) once each.
@@ -19,7 +20,7 @@ import triton.testing
 
 import visionssm.kernels.triton_scan.scan as triton_scan
 from visionssm.kernels import multi_scan, selective_scan_chunked
-from visionssm.kernels.triton_scan import selective_scan_triton
+from visionssm.kernels.triton_scan import multi_scan_triton, selective_scan_triton
 from visionssm.scans import merge_tokens, scan_plan, scan_tokens
 
 # name, batch, dim, N, L, dtype, with z, time the torch backend too
@@ -99,16 +100,14 @@ def composed_multi_scan(u, delta, A, B, C, plan, D, delta_bias):
     return merge_tokens(y.view(batch, num_dirs, dim, length), plan)
 
 
-def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, sweep: bool) -> None:
-    """Fused multi_scan (per tiling when ``sweep``) against the gather -> scan -> merge composition."""
-    plan = scan_plan("cross", (side, side)).to("cuda")
-    num_dirs = plan.num_directions
+def multi_inputs(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, num_dirs: int = 4) -> dict:
+    """Leaf tensors of a multi_scan over a side x side grid, raster layout."""
     gen = torch.Generator(device="cuda").manual_seed(0)
 
     def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
         return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
 
-    inputs = dict(
+    return dict(
         u=randn(batch, dim, side, side),
         delta=randn(batch, num_dirs, dim, side, side, scale=0.5, shift=-3.0),
         A=(-torch.exp(torch.rand(num_dirs, dim, state, device="cuda", generator=gen))).requires_grad_(),
@@ -117,6 +116,12 @@ def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dt
         D=randn(num_dirs, dim, dt=torch.float32),
         delta_bias=randn(num_dirs, dim, dt=torch.float32),
     )
+
+
+def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, sweep: bool) -> None:
+    """Fused multi_scan (per tiling when ``sweep``) against the gather -> scan -> merge composition."""
+    plan = scan_plan("cross", (side, side)).to("cuda")
+    inputs = multi_inputs(batch, dim, side, state, dtype, plan.num_directions)
     cotangent = torch.randn_like(inputs["u"])
     leaves = list(inputs.values())
     fused = lambda: multi_scan(**inputs, plan=plan, backend="triton")  # noqa: E731
@@ -134,6 +139,26 @@ def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dt
     set_tiling(None, None)
 
 
+def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: torch.dtype) -> None:
+    """Fused multi_scan over 4 copies of one direction kind each: where the cross-scan's fused time goes (cross =
+    raster + reversed raster + column + reversed column)."""
+    length = side * side
+    raster = torch.arange(length, device="cuda")
+    column = raster.view(side, side).t().reshape(-1)
+    kinds = {"raster": raster, "reversed raster": raster.flip(0), "column": column, "reversed column": column.flip(0)}
+    inputs = multi_inputs(batch, dim, side, state, dtype)
+    cotangent = torch.randn_like(inputs["u"])
+    leaves = list(inputs.values())
+    for label, row in kinds.items():
+        index = row.expand(4, length).contiguous()
+        scan = lambda index=index: multi_scan_triton(**inputs, index=index, merge="sum")  # noqa: E731
+        with torch.no_grad():
+            forward = triton.testing.do_bench(scan, warmup=25, rep=100)
+        both = triton.testing.do_bench(lambda scan=scan: scan().backward(cotangent), rep=100, grad_to_none=leaves)
+        shape = f"{batch}x{dim}x{side}x{side} N={state} {str(dtype)[6:]}"
+        print(f"4 x {label:16} {shape} fwd {forward:.3f} ms, f+b {both:.3f} ms", flush=True)
+
+
 DEFAULT_TILINGS = triton_scan.TILINGS
 
 
@@ -147,6 +172,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="also time the tilings in TILINGS")
     parser.add_argument("--multi-only", action="store_true", help="time only multi_scan")
+    parser.add_argument(
+        "--direction-kinds", action="store_true", help="time only the fused scan per direction kind (VMamba-T S1)"
+    )
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop sweeping after this many seconds")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
@@ -154,6 +182,10 @@ def main() -> None:
     header = f"{'shape':24} {'tiling':14} {'fwd ms':>8} {'GB/s':>6} {'fwd+bwd ms':>11}"
     print(f"{header} {'torch fwd':>10} {'torch f+b':>10}")
     start = time.perf_counter()
+    if args.direction_kinds:
+        for dtype in (torch.float32, torch.bfloat16):
+            time_direction_kinds(64, 96, 56, 1, dtype)
+        return
     for name, batch, dim, state, length, dtype, with_z, with_torch in [] if args.multi_only else SHAPES:
         inputs = make_inputs(batch, dim, state, length, dtype, with_z)
         traffic = batch * dim * length * inputs["u"].element_size() * (5 if with_z else 3)
