@@ -25,7 +25,7 @@ from visionssm.errors import BackendUnavailableError  # noqa: E402
 from visionssm.kernels import multi_scan, selective_scan, selective_scan_chunked, selective_scan_ref  # noqa: E402
 from visionssm.kernels.backends import resolve_backend  # noqa: E402
 from visionssm.kernels.triton_scan import selective_scan_triton  # noqa: E402
-from visionssm.scans import scan_plan  # noqa: E402
+from visionssm.scans import available_scans, scan_plan  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -169,6 +169,26 @@ def test_fused_multi_scan_matches_composition(layout, name, shape, merge, state)
     got_grads = torch.autograd.grad(got, list(inputs.values()), cotangent)
     want_grads = torch.autograd.grad(want, list(inputs.values()), cotangent)
     for key, g, w in zip(inputs, got_grads, want_grads):
+        assert_near(g, w, 1e-10, f"grad {key}")
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [(name, (4, 6)) for name in available_scans(2)] + [(name, (2, 3, 4)) for name in available_scans(3)],
+    ids=str,
+)
+def test_fused_multi_scan_every_scan_order(name, shape):
+    """Every registered 2D and 3D order (default options) through the fused kernels, float64, N = 1."""
+    plan = scan_plan(name, shape)
+    inputs = multi_scan_inputs(plan, torch.float64, state=1)
+    got = multi_scan(**inputs, plan=plan, backend="triton")
+    want = multi_scan(**inputs, plan=plan, backend="reference")
+    assert_near(got, want, 1e-10, "out")
+    cotangent = torch.ones_like(got)
+    leaves = list(inputs.values())
+    for key, g, w in zip(
+        inputs, torch.autograd.grad(got, leaves, cotangent), torch.autograd.grad(want, leaves, cotangent)
+    ):
         assert_near(g, w, 1e-10, f"grad {key}")
 
 
