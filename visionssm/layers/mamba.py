@@ -380,7 +380,7 @@ class MambaLayer(nn.Module):
             expand=expand,
             directions=directions,
             merge=merge,
-            spatial_dims=None if _direction_name(directions) in (None, "bidirectional") else spatial_dims,
+            spatial_dims=spatial_dims,
             backend=backend,
             **mixer_kwargs,
         )
@@ -467,7 +467,7 @@ class ResidualVisionMamba(nn.Module):
             expand=expand,
             directions=directions,
             merge=merge,
-            spatial_dims=None if _direction_name(directions) in (None, "bidirectional") else spatial_dims,
+            spatial_dims=spatial_dims,
             backend=backend,
             **mixer_kwargs,
         )
