@@ -99,25 +99,20 @@ def _chunk_range(num_chunks, MODE: tl.constexpr):
 
 @triton.jit
 def _column_slots(
-    p, q_in_tile, chunk, length, cols, NEXT: tl.constexpr, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr
+    i, j, chunk, length, cols, NEXT: tl.constexpr, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr
 ):
-    """TRANSPOSED: (memory position, valid) of the slots at rows ``p``, tile columns ``q_in_tile`` (broadcastable
-    tensors), or with NEXT of the slot that follows each of them in scan order (the next row, or the next
-    column's first row after the last padding row)."""
-    if FLIP:
-        q = cols - (chunk + 1) * Q_TILE + q_in_tile
-        if NEXT:
-            wraps = p == 0
-            p = tl.where(wraps, P_PAD - 1, p - 1)
-            q = tl.where(wraps, q - 1, q)
-    else:
-        q = chunk * Q_TILE + q_in_tile
-        if NEXT:
-            wraps = p == P_PAD - 1
-            p = tl.where(wraps, 0, p + 1)
-            q = tl.where(wraps, q + 1, q)
+    """TRANSPOSED: (memory position, valid) of the slots at tile rows ``i``, tile columns ``j`` (broadcastable
+    tensors), or with NEXT of the slot that follows each of them in scan order (the next tile row, or the first
+    row of the next column in scan order after the last padding row). Tile rows run down a column in scan order
+    (bottom to top with FLIP); tile columns are in memory order."""
+    q = cols - (chunk + 1) * Q_TILE + j if FLIP else chunk * Q_TILE + j
+    if NEXT:
+        wraps = i == P_PAD - 1
+        i = tl.where(wraps, 0, i + 1)
+        q = tl.where(wraps, q - 1 if FLIP else q + 1, q)
     rows = length // cols
-    valid = (p < rows) & (q >= 0) & (q < cols)
+    p = rows - 1 - i if FLIP else i
+    valid = (p >= 0) & (p < rows) & (q >= 0) & (q < cols)
     return p.to(tl.int64) * cols + q, valid
 
 
@@ -135,7 +130,7 @@ def _chunk_slots(
     P_PAD: tl.constexpr,
 ):
     """(memory positions (int64), valid) of the chunk's slots, or with NEXT of the token after each slot in
-    scan order, arranged as the loads read them: (CHUNK_LEN,), or (P_PAD, Q_TILE) for TRANSPOSED."""
+    scan order, shaped as the chunk's tiles: (CHUNK_LEN,), or (P_PAD, Q_TILE) for TRANSPOSED."""
     if LAYOUT == TRANSPOSED:
         positions, valid = _column_slots(
             tl.arange(0, P_PAD)[:, None],
@@ -161,71 +156,131 @@ def _chunk_slots(
 
 
 @triton.jit
-def _slot_validity(
-    chunk,
-    length,
-    cols,
-    NEXT: tl.constexpr,
+def _end_slot(
+    LAST: tl.constexpr, LAYOUT: tl.constexpr, FLIP: tl.constexpr, CHUNK_LEN: tl.constexpr, P_PAD: tl.constexpr
+):
+    """Mask, shaped as the chunk's slots, of its first slot in scan order (or with LAST its last one)."""
+    if LAYOUT == TRANSPOSED:
+        rows = tl.arange(0, P_PAD)[:, None]
+        cols = tl.arange(0, CHUNK_LEN // P_PAD)[None, :]
+        end = (rows == (P_PAD - 1 if LAST else 0)) & (cols == (CHUNK_LEN // P_PAD - 1 if LAST != FLIP else 0))
+    else:
+        end = tl.arange(0, CHUNK_LEN) == (CHUNK_LEN - 1 if LAST != FLIP else 0)
+    return end
+
+
+@triton.jit
+def _per_channel(values, LAYOUT: tl.constexpr):
+    """(BLOCK_D,) channel values broadcast against the chunk's (BLOCK_D, slots...) tiles."""
+    tile = values[:, None, None] if LAYOUT == TRANSPOSED else values[:, None]
+    return tile
+
+
+@triton.jit
+def _per_slot(values, LAYOUT: tl.constexpr):
+    """Values shaped as the chunk's slots broadcast against its (BLOCK_D, slots...) tiles."""
+    tile = values[None, :, :] if LAYOUT == TRANSPOSED else values[None, :]
+    return tile
+
+
+@triton.jit
+def _sum_slots(tile, LAYOUT: tl.constexpr):
+    """(BLOCK_D,) sums of a (BLOCK_D, slots...) tile over the chunk's slots."""
+    total = tl.sum(tl.sum(tile, axis=2), axis=1) if LAYOUT == TRANSPOSED else tl.sum(tile, axis=1)
+    return total
+
+
+@triton.jit
+def _exclusive_sum(values, AFTER: tl.constexpr, LAYOUT: tl.constexpr, FLIP: tl.constexpr):
+    """Per slot, the sum of a (BLOCK_D, slots...) tile over the slots before it in scan order (with AFTER, after
+    it)."""
+    if LAYOUT == TRANSPOSED:
+        in_column = tl.cumsum(values, axis=1, reverse=AFTER) - values
+        columns = tl.sum(values, axis=1)
+        other_columns = tl.cumsum(columns, axis=1, reverse=AFTER != FLIP) - columns
+        total = in_column + other_columns[:, None, :]
+    else:
+        total = tl.cumsum(values, axis=1, reverse=AFTER != FLIP) - values
+    return total
+
+
+@triton.jit
+def _column_combine(
+    full_decay1, full_value1, head_decay1, head_value1, full_decay2, full_value2, head_decay2, head_value2
+):
+    """Combine two runs of columns, the earlier first, each as (its map, the map of all its columns but the last):
+    (full2 o full1, head2 o full1). Scanned over single columns (full = the column's map, head = identity), the
+    head part is the exclusive scan: the map from the chunk's entry to each column's first slot."""
+    full_decay, full_value = _linear_combine(full_decay1, full_value1, full_decay2, full_value2)
+    head_decay, head_value = _linear_combine(full_decay1, full_value1, head_decay2, head_value2)
+    return full_decay, full_value, head_decay, head_value
+
+
+@triton.jit
+def _chunk_scan(
+    decay,
+    drive,
+    entry,
+    REVERSE: tl.constexpr,
     LAYOUT: tl.constexpr,
     FLIP: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
     P_PAD: tl.constexpr,
 ):
-    """(CHUNK_LEN,) mask, in scan order, of the slots that hold a token (or with NEXT, whose next token exists)."""
-    slots = tl.arange(0, CHUNK_LEN)
+    """h_t = decay_t * h_prev + drive_t over a (BLOCK_D, slots...) tile in scan order (with REVERSE against it),
+    h_prev of the first slot being ``entry`` (BLOCK_D,). Returns h at every slot.
+
+    TRANSPOSED tiles are scanned down their columns (tile rows are in scan order), each column from the identity;
+    each column's map (read at its last row) is then chained over the columns in scan order (an exclusive scan of
+    maps, ``_column_combine``) to give the state entering it. No element changes thread, so the coalesced memory
+    tiles need no transposition."""
     if LAYOUT == TRANSPOSED:
-        _, valid = _column_slots(
-            slots % P_PAD, slots // P_PAD, chunk, length, cols, NEXT, FLIP, P_PAD, CHUNK_LEN // P_PAD
+        col_decay, col_value = tl.associative_scan((decay, drive), 1, _linear_combine, reverse=REVERSE)
+        total_row = (tl.arange(0, P_PAD) == (0 if REVERSE else P_PAD - 1))[None, :, None]
+        full_decay = tl.sum(tl.where(total_row, col_decay, 0.0), axis=1)
+        full_value = tl.sum(tl.where(total_row, col_value, 0.0), axis=1)
+        _, _, head_decay, head_value = tl.associative_scan(
+            (
+                full_decay,
+                full_value,
+                tl.full(full_decay.shape, 1, full_decay.dtype),
+                tl.full(full_value.shape, 0, full_value.dtype),
+            ),
+            1,
+            _column_combine,
+            reverse=REVERSE != FLIP,
         )
-    elif FLIP:
-        valid = length - (chunk + 1) * CHUNK_LEN + slots - (1 if NEXT else 0) >= 0
+        column_entry = head_decay * entry[:, None] + head_value
+        states = col_decay * column_entry[:, None, :] + col_value
     else:
-        valid = chunk * CHUNK_LEN + slots + (1 if NEXT else 0) < length
-    return valid
-
-
-@triton.jit
-def _load_rows(
-    ptr, rows, positions, valid, row_mask, LAYOUT: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_LEN: tl.constexpr
-):
-    """(BLOCK_D, CHUNK_LEN) tile of rows ``rows`` (offsets) at the chunk's slots, in scan order; 0 where masked."""
-    if LAYOUT == TRANSPOSED:
-        tile = tl.load(
-            ptr + rows[:, None, None] + positions[None, :, :], mask=row_mask[:, None, None] & valid[None, :, :], other=0
+        first = _per_slot(_end_slot(REVERSE, LAYOUT, FLIP, CHUNK_LEN, P_PAD), LAYOUT)
+        _, states = tl.associative_scan(
+            (decay, tl.where(first, drive + decay * entry[:, None], drive)),
+            1,
+            _linear_combine,
+            reverse=REVERSE != FLIP,
         )
-        tile = tl.reshape(tl.permute(tile, (0, 2, 1)), (BLOCK_D, CHUNK_LEN))
-    else:
-        tile = tl.load(ptr + rows[:, None] + positions[None, :], mask=row_mask[:, None] & valid[None, :], other=0)
-    return tile
+    return states
 
 
 @triton.jit
-def _store_rows(ptr, rows, positions, valid, row_mask, values, LAYOUT: tl.constexpr, P_PAD: tl.constexpr):
-    """Store a scan-order (BLOCK_D, CHUNK_LEN) tile at the chunk's slots (converted to ptr's type)."""
-    values = values.to(ptr.dtype.element_ty)
-    if LAYOUT == TRANSPOSED:
-        tile = tl.permute(tl.reshape(values, (values.shape[0], values.shape[1] // P_PAD, P_PAD)), (0, 2, 1))
-        tl.store(
-            ptr + rows[:, None, None] + positions[None, :, :], tile, mask=row_mask[:, None, None] & valid[None, :, :]
-        )
-    else:
-        tl.store(ptr + rows[:, None] + positions[None, :], values, mask=row_mask[:, None] & valid[None, :])
+def _load_rows(ptr, rows, positions, valid, row_mask, LAYOUT: tl.constexpr):
+    """(BLOCK_D, slots...) tile of rows ``rows`` (offsets) at the chunk's slots; 0 where masked."""
+    mask = _per_channel(row_mask, LAYOUT) & _per_slot(valid, LAYOUT)
+    return tl.load(ptr + _per_channel(rows, LAYOUT) + _per_slot(positions, LAYOUT), mask=mask, other=0)
 
 
 @triton.jit
-def _load_vector(ptr, positions, valid, LAYOUT: tl.constexpr, CHUNK_LEN: tl.constexpr):
-    """(CHUNK_LEN,) row (of B or C) at the chunk's slots, in scan order."""
-    row = tl.load(ptr + positions, mask=valid, other=0)
-    if LAYOUT == TRANSPOSED:
-        row = tl.reshape(tl.trans(row), (CHUNK_LEN,))
-    return row
+def _store_rows(ptr, rows, positions, valid, row_mask, values, LAYOUT: tl.constexpr):
+    """Store a (BLOCK_D, slots...) tile at the chunk's slots (converted to ptr's type)."""
+    mask = _per_channel(row_mask, LAYOUT) & _per_slot(valid, LAYOUT)
+    offsets = _per_channel(rows, LAYOUT) + _per_slot(positions, LAYOUT)
+    tl.store(ptr + offsets, values.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _add_vector(ptr, positions, valid, values, ATOMIC: tl.constexpr, LAYOUT: tl.constexpr, P_PAD: tl.constexpr):
-    """Store (or atomically add) a scan-order (CHUNK_LEN,) row at the chunk's slots."""
-    if LAYOUT == TRANSPOSED:
-        values = tl.trans(tl.reshape(values, (values.shape[0] // P_PAD, P_PAD)))
+def _add_vector(ptr, positions, valid, values, ATOMIC: tl.constexpr):
+    """Store (or atomically add) values shaped as the chunk's slots at its positions."""
     if ATOMIC:
         tl.atomic_add(ptr + positions, values, mask=valid)
     else:
@@ -234,8 +289,9 @@ def _add_vector(ptr, positions, valid, values, ATOMIC: tl.constexpr, LAYOUT: tl.
 
 @triton.jit
 def _step_sizes(raw, mask, bias, SOFTPLUS: tl.constexpr):
-    """delta + bias (raw) and softplus of it (dt), 0 where masked so that masked slots keep the state."""
-    raw = raw + bias[:, None]
+    """delta + bias (raw, bias broadcast against it) and softplus of it (dt), 0 where masked so that masked slots
+    keep the state."""
+    raw = raw + bias
     dt = _softplus(raw) if SOFTPLUS else raw
     return raw, tl.where(mask, dt, 0.0)
 
@@ -328,10 +384,8 @@ def _scan_forward_kernel(
     channels = first + tl.arange(0, BLOCK_D)
     channel_mask = channels < segment_end
     first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
-    slots = tl.arange(0, CHUNK_LEN)
-    # The recurrence enters a tile at its first slot in scan order and leaves at its last.
-    is_first_step = (slots == (CHUNK_LEN - 1 if FLIP else 0))[None, :]
-    is_last_step = (slots == (0 if FLIP else CHUNK_LEN - 1))[None, :]
+    # The recurrence leaves a chunk at its last slot in scan order.
+    is_last_step = _per_slot(_end_slot(True, LAYOUT, FLIP, CHUNK_LEN, P_PAD), LAYOUT)
     # Row offsets of the shared (Bt, D, L) tensors; 64-bit since Bt * D * L may exceed 2**31.
     shared_rows = (batch * dim + channels) * length
     param_rows, delta_rows, B_row0, C_row0, chunk_rows = _direction_rows(
@@ -342,52 +396,47 @@ def _scan_forward_kernel(
         positions, valid = _chunk_slots(
             index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
         )
-        mask = (
-            channel_mask[:, None] & _slot_validity(chunk, length, cols, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)[None, :]
-        )
-        u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(COMPUTE)
-        raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
-        _, dt = _step_sizes(raw.to(COMPUTE), mask, bias, SOFTPLUS)
+        mask = _per_channel(channel_mask, LAYOUT) & _per_slot(valid, LAYOUT)
+        u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
+        raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT)
+        _, dt = _step_sizes(raw.to(COMPUTE), mask, _per_channel(bias, LAYOUT), SOFTPLUS)
         dtu = dt * u
         state_offsets = (chunk_rows + chunk) * STATE
         if MODE == SUMMARY:
             # State reached from zero: sum_t exp(A * sum of dt after t) * dt_t u_t B_t, with the exclusive
             # suffix sums (in scan order) taken directly (no cancellation) and exponents <= 0.
-            dt_later = tl.cumsum(dt, axis=1, reverse=not FLIP) - dt
+            dt_later = _exclusive_sum(dt, True, LAYOUT, FLIP)
             for n in tl.static_range(STATE):
                 A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                B_n = _load_vector(B_ptr + B_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
-                weighted = tl.exp2(dt_later * A_n[:, None]) * dtu * B_n[None, :]
-                tl.store(local_ptr + state_offsets + n, tl.sum(weighted, axis=1), mask=channel_mask)
-            tl.store(decay_sum_ptr + chunk_rows + chunk, tl.sum(dt, axis=1), mask=channel_mask)
+                B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
+                weighted = tl.exp2(dt_later * _per_channel(A_n, LAYOUT)) * dtu * _per_slot(B_n, LAYOUT)
+                tl.store(local_ptr + state_offsets + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
+            tl.store(decay_sum_ptr + chunk_rows + chunk, _sum_slots(dt, LAYOUT), mask=channel_mask)
         else:
-            y = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)
+            y = tl.full(dt.shape, 0, COMPUTE)
             entry_offsets = state_offsets - STATE
             for n in tl.static_range(STATE):
                 A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                B_n = _load_vector(B_ptr + B_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
-                C_n = _load_vector(C_ptr + C_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
+                B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
+                C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
                 h_n = tl.load(states_ptr + entry_offsets + n, mask=channel_mask & (chunk > 0), other=0).to(COMPUTE)
-                decay = tl.exp2(dt * A_n[:, None])
-                drive = dtu * B_n[None, :]
-                drive = tl.where(is_first_step, drive + decay * h_n[:, None], drive)
-                _, hs = tl.associative_scan((decay, drive), 1, _linear_combine, reverse=FLIP)
-                y += hs * C_n[None, :]
+                decay = tl.exp2(dt * _per_channel(A_n, LAYOUT))
+                hs = _chunk_scan(decay, dtu * _per_slot(B_n, LAYOUT), h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
+                y += hs * _per_slot(C_n, LAYOUT)
                 if MODE == SEQUENTIAL:
                     # Masked slots have decay 1 and no input: the last slot holds the chunk's end state.
-                    end_offsets = state_offsets[:, None] + n + 0 * slots[None, :]
-                    tl.store(states_ptr + end_offsets, hs, mask=channel_mask[:, None] & is_last_step)
+                    end_offsets = tl.broadcast_to(_per_channel(state_offsets + n, LAYOUT), hs.shape)
+                    tl.store(states_ptr + end_offsets, hs, mask=_per_channel(channel_mask, LAYOUT) & is_last_step)
             if HAS_D:
-                y += skip[:, None] * u
+                y += _per_channel(skip, LAYOUT) * u
             if HAS_Z:
-                z = _load_rows(z_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
-                z = z.to(COMPUTE)
+                z = _load_rows(z_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
                 y *= z * _sigmoid(z)
             if MEAN:
                 y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
             if ACCUMULATE:
-                y += _load_rows(out_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
-            _store_rows(out_ptr, shared_rows, positions, valid, channel_mask, y, LAYOUT, P_PAD)
+                y += _load_rows(out_ptr, shared_rows, positions, valid, channel_mask, LAYOUT)
+            _store_rows(out_ptr, shared_rows, positions, valid, channel_mask, y, LAYOUT)
             if MODE == SEQUENTIAL:
                 # The next chunk reads the end state stored by another thread.
                 tl.debug_barrier()
@@ -505,9 +554,8 @@ def _scan_backward_kernel(
     # dC before one atomic add, instead of one per block.
     tl.static_assert(ROW_STEPS == 1 or STATE == 1)
     first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
-    slots = tl.arange(0, CHUNK_LEN)
-    is_first_step = (slots == (CHUNK_LEN - 1 if FLIP else 0))[None, :]
-    is_last_step = (slots == (0 if FLIP else CHUNK_LEN - 1))[None, :]
+    # dh leaves a chunk (towards the previous one) at its first slot in scan order.
+    is_first_step = _per_slot(_end_slot(False, LAYOUT, FLIP, CHUNK_LEN, P_PAD), LAYOUT)
     B_row0 = _group_rows(batch, direction, first, dim, num_dirs, b_groups, length, STATE)
     C_row0 = _group_rows(batch, direction, first, dim, num_dirs, c_groups, length, STATE)
     for chunk_step in range(first_chunk, end_chunk):
@@ -517,14 +565,12 @@ def _scan_backward_kernel(
         positions, valid = _chunk_slots(
             index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
         )
-        slot_valid = _slot_validity(chunk, length, cols, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
         # dt of the token after each slot in scan order, which may sit in the next chunk.
         next_positions, next_valid = _chunk_slots(
             index_ptr, chunk, length, cols, True, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
         )
-        next_slot_valid = _slot_validity(chunk, length, cols, True, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
-        dB_sum = tl.full((CHUNK_LEN,), 0, COMPUTE)
-        dC_sum = tl.full((CHUNK_LEN,), 0, COMPUTE)
+        dB_sum = tl.full(positions.shape, 0, COMPUTE)
+        dC_sum = tl.full(positions.shape, 0, COMPUTE)
         for row_step in range(ROW_STEPS):
             channels = first + row_step * BLOCK_D + tl.arange(0, BLOCK_D)
             channel_mask = channels < segment_end
@@ -533,111 +579,97 @@ def _scan_backward_kernel(
                 batch, direction, first, channels, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
             )
             skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
-            mask = channel_mask[:, None] & slot_valid[None, :]
-            next_raw = _load_rows(
-                delta_ptr, delta_rows, next_positions, next_valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN
-            )
-            next_mask = channel_mask[:, None] & next_slot_valid[None, :]
+            skip = _per_channel(skip, LAYOUT)
+            bias = _per_channel(bias, LAYOUT)
+            mask = _per_channel(channel_mask, LAYOUT) & _per_slot(valid, LAYOUT)
+            next_raw = _load_rows(delta_ptr, delta_rows, next_positions, next_valid, channel_mask, LAYOUT)
+            next_mask = _per_channel(channel_mask, LAYOUT) & _per_slot(next_valid, LAYOUT)
             _, next_dt = _step_sizes(next_raw.to(COMPUTE), next_mask, bias, SOFTPLUS)
-            dy = _load_rows(dout_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(
-                COMPUTE
-            )
+            dy = _load_rows(dout_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
             if MEAN:
                 dy = dy * (1.0 / tl.cast(num_dirs, COMPUTE))
             if HAS_Z:
-                z = _load_rows(z_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(
-                    COMPUTE
-                )
+                z = _load_rows(z_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
                 gate = _sigmoid(z)
                 dout_gated = dy
                 dy = dy * z * gate
             state_offsets = (chunk_rows + chunk) * STATE
             if MODE == SUMMARY:
                 # dh at the chunk's first slot from its own slots: sum_t exp(A * sum_{first < s <= t} dt_s) C_t dy_t.
-                dt_before = tl.cumsum(next_dt, axis=1, reverse=FLIP) - next_dt
+                dt_before = _exclusive_sum(next_dt, False, LAYOUT, FLIP)
                 for n in tl.static_range(STATE):
                     A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                    C_n = _load_vector(C_ptr + C_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
-                    weighted = tl.exp2(dt_before * A_n[:, None]) * C_n[None, :] * dy
-                    tl.store(carry_ptr + state_offsets + n, tl.sum(weighted, axis=1), mask=channel_mask)
-                tl.store(decay_sum_ptr + chunk_rows + chunk, tl.sum(next_dt, axis=1), mask=channel_mask)
+                    C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
+                    weighted = tl.exp2(dt_before * _per_channel(A_n, LAYOUT)) * _per_slot(C_n, LAYOUT) * dy
+                    tl.store(carry_ptr + state_offsets + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
+                tl.store(decay_sum_ptr + chunk_rows + chunk, _sum_slots(next_dt, LAYOUT), mask=channel_mask)
             else:
-                u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN).to(
-                    COMPUTE
-                )
-                raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
+                u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
+                raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT)
                 dt_raw, dt = _step_sizes(raw.to(COMPUTE), mask, bias, SOFTPLUS)
                 dtu = dt * u
-                y = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)
-                dh_B = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)  # sum_n dh_n B_n
-                ddt_decay = tl.zeros((BLOCK_D, CHUNK_LEN), COMPUTE)  # sum_n dh_n A_n exp(dt A_n) h_{n, t-1}
+                y = tl.full(dt.shape, 0, COMPUTE)
+                dh_B = tl.full(dt.shape, 0, COMPUTE)  # sum_n dh_n B_n
+                ddt_decay = tl.full(dt.shape, 0, COMPUTE)  # sum_n dh_n A_n exp(dt A_n) h_{n, t-1}
                 has_entry = channel_mask & (chunk > 0)
                 has_next = channel_mask & (chunk < num_chunks - 1)
                 for n in tl.static_range(STATE):
                     A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE)
-                    B_n = _load_vector(B_ptr + B_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
-                    C_n = _load_vector(C_ptr + C_row0 + n * length, positions, valid, LAYOUT, CHUNK_LEN).to(COMPUTE)
+                    A_tile = _per_channel(A_n, LAYOUT)
+                    B_n = _per_slot(tl.load(B_ptr + B_row0 + n * length + positions, mask=valid, other=0), LAYOUT)
+                    C_n = _per_slot(tl.load(C_ptr + C_row0 + n * length + positions, mask=valid, other=0), LAYOUT)
+                    B_n = B_n.to(COMPUTE)
+                    C_n = C_n.to(COMPUTE)
                     h_n = tl.load(states_ptr + state_offsets - STATE + n, mask=has_entry, other=0).to(COMPUTE)
                     dh_n = tl.load(carry_ptr + state_offsets + n, mask=has_next, other=0).to(COMPUTE)
-                    decay = tl.exp2(dt * (A_n * LOG2E)[:, None])
-                    next_decay = tl.exp2(next_dt * (A_n * LOG2E)[:, None])
-                    drive = dtu * B_n[None, :]
-                    _, hs = tl.associative_scan(
-                        (decay, tl.where(is_first_step, drive + decay * h_n[:, None], drive)),
-                        1,
-                        _linear_combine,
-                        reverse=FLIP,
-                    )
-                    dy_C = dy * C_n[None, :]
-                    _, dhs = tl.associative_scan(
-                        (next_decay, tl.where(is_last_step, dy_C + next_decay * dh_n[:, None], dy_C)),
-                        1,
-                        _linear_combine,
-                        reverse=not FLIP,
+                    drive = dtu * B_n
+                    hs = _chunk_scan(tl.exp2(dt * (A_tile * LOG2E)), drive, h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
+                    dhs = _chunk_scan(
+                        tl.exp2(next_dt * (A_tile * LOG2E)), dy * C_n, dh_n, True, LAYOUT, FLIP, CHUNK_LEN, P_PAD
                     )
                     if HAS_Z:
-                        y += hs * C_n[None, :]
+                        y += hs * C_n
                     dC_n = tl.sum(hs * dy, axis=0)
                     dB_n = tl.sum(dhs * dtu, axis=0)
                     if ROW_STEPS > 1:
                         dB_sum += dB_n
                         dC_sum += dC_n
                     else:
-                        _add_vector(dB_ptr + B_row0 + n * length, positions, valid, dB_n, ATOMIC_BC, LAYOUT, P_PAD)
-                        _add_vector(dC_ptr + C_row0 + n * length, positions, valid, dC_n, ATOMIC_BC, LAYOUT, P_PAD)
+                        _add_vector(dB_ptr + B_row0 + n * length, positions, valid, dB_n, ATOMIC_BC)
+                        _add_vector(dC_ptr + C_row0 + n * length, positions, valid, dC_n, ATOMIC_BC)
                     # exp(dt_t A) h_{t-1} = h_t - drive_t.
                     decayed = dhs * (hs - drive)
-                    tl.store(dA_ptr + state_offsets + n, tl.sum(decayed * dt, axis=1), mask=channel_mask)
-                    dh_B += dhs * B_n[None, :]
-                    ddt_decay += decayed * A_n[:, None]
+                    tl.store(dA_ptr + state_offsets + n, _sum_slots(decayed * dt, LAYOUT), mask=channel_mask)
+                    dh_B += dhs * B_n
+                    ddt_decay += decayed * A_tile
                     if MODE == SEQUENTIAL:
                         # dh at this chunk's first slot enters the previous chunk.
-                        first_offsets = state_offsets[:, None] - STATE + n + 0 * slots[None, :]
-                        tl.store(carry_ptr + first_offsets, dhs, mask=has_entry[:, None] & is_first_step)
+                        first_offsets = tl.broadcast_to(_per_channel(state_offsets - STATE + n, LAYOUT), dhs.shape)
+                        tl.store(carry_ptr + first_offsets, dhs, mask=_per_channel(has_entry, LAYOUT) & is_first_step)
                 ddt = dh_B * u + ddt_decay
                 du = dh_B * dt
                 if HAS_D:
-                    du += skip[:, None] * dy
+                    du += skip * dy
                 if HAS_Z:
                     if HAS_D:
-                        y += skip[:, None] * u
+                        y += skip * u
                     dz = dout_gated * y * gate * (1.0 + z * (1.0 - gate))
-                    _store_rows(dz_ptr, shared_rows, positions, valid, channel_mask, dz, LAYOUT, P_PAD)
+                    _store_rows(dz_ptr, shared_rows, positions, valid, channel_mask, dz, LAYOUT)
                 if SOFTPLUS:
                     ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
                 ddt = tl.where(mask, ddt, 0.0)
-                _store_rows(ddelta_ptr, delta_rows, positions, valid, channel_mask, ddt, LAYOUT, P_PAD)
+                _store_rows(ddelta_ptr, delta_rows, positions, valid, channel_mask, ddt, LAYOUT)
                 if ACCUMULATE:
-                    du += _load_rows(du_ptr, shared_rows, positions, valid, channel_mask, LAYOUT, BLOCK_D, CHUNK_LEN)
-                _store_rows(du_ptr, shared_rows, positions, valid, channel_mask, du, LAYOUT, P_PAD)
+                    du += _load_rows(du_ptr, shared_rows, positions, valid, channel_mask, LAYOUT)
+                _store_rows(du_ptr, shared_rows, positions, valid, channel_mask, du, LAYOUT)
                 if HAS_D:
-                    tl.store(dD_ptr + chunk_rows + chunk, tl.sum(dy * u, axis=1), mask=channel_mask)
+                    tl.store(dD_ptr + chunk_rows + chunk, _sum_slots(dy * u, LAYOUT), mask=channel_mask)
                 if HAS_BIAS:
-                    tl.store(dbias_ptr + chunk_rows + chunk, tl.sum(ddt, axis=1), mask=channel_mask)
+                    tl.store(dbias_ptr + chunk_rows + chunk, _sum_slots(ddt, LAYOUT), mask=channel_mask)
 
         if ROW_STEPS > 1 and MODE != SUMMARY:
-            _add_vector(dB_ptr + B_row0, positions, valid, dB_sum, ATOMIC_BC, LAYOUT, P_PAD)
-            _add_vector(dC_ptr + C_row0, positions, valid, dC_sum, ATOMIC_BC, LAYOUT, P_PAD)
+            _add_vector(dB_ptr + B_row0, positions, valid, dB_sum, ATOMIC_BC)
+            _add_vector(dC_ptr + C_row0, positions, valid, dC_sum, ATOMIC_BC)
         if MODE == SEQUENTIAL:
             # The previous chunk reads dh stored by another thread.
             tl.debug_barrier()
