@@ -205,6 +205,11 @@ def _exclusive_sum(values, AFTER: tl.constexpr, LAYOUT: tl.constexpr, FLIP: tl.c
 
 
 @triton.jit
+def _add_pairs(first1, second1, first2, second2):
+    return first1 + first2, second1 + second2
+
+
+@triton.jit
 def _column_combine(
     full_decay1, full_value1, head_decay1, head_value1, full_decay2, full_value2, head_decay2, head_value2
 ):
@@ -236,9 +241,11 @@ def _chunk_scan(
     tiles need no transposition."""
     if LAYOUT == TRANSPOSED:
         col_decay, col_value = tl.associative_scan((decay, drive), 1, _linear_combine, reverse=REVERSE)
+        # Kept 3D (BLOCK_D, 1, Q_TILE) so that the column maps stay in the tile's register layout.
         total_row = (tl.arange(0, P_PAD) == (0 if REVERSE else P_PAD - 1))[None, :, None]
-        full_decay = tl.sum(tl.where(total_row, col_decay, 0.0), axis=1)
-        full_value = tl.sum(tl.where(total_row, col_value, 0.0), axis=1)
+        full_decay, full_value = tl.reduce(
+            (tl.where(total_row, col_decay, 0.0), tl.where(total_row, col_value, 0.0)), 1, _add_pairs, keep_dims=True
+        )
         _, _, head_decay, head_value = tl.associative_scan(
             (
                 full_decay,
@@ -246,12 +253,11 @@ def _chunk_scan(
                 tl.full(full_decay.shape, 1, full_decay.dtype),
                 tl.full(full_value.shape, 0, full_value.dtype),
             ),
-            1,
+            2,
             _column_combine,
             reverse=REVERSE != FLIP,
         )
-        column_entry = head_decay * entry[:, None] + head_value
-        states = col_decay * column_entry[:, None, :] + col_value
+        states = col_decay * (head_decay * entry[:, None, None] + head_value) + col_value
     else:
         first = _per_slot(_end_slot(REVERSE, LAYOUT, FLIP, CHUNK_LEN, P_PAD), LAYOUT)
         _, states = tl.associative_scan(
@@ -261,6 +267,13 @@ def _chunk_scan(
             reverse=REVERSE != FLIP,
         )
     return states
+
+
+@triton.jit
+def _load_slots(ptr, positions, valid, LAYOUT: tl.constexpr):
+    """(1, slots...) tile of a B or C row at the chunk's slots, 0 where masked; shaped as the channel tiles so that
+    it shares their register layout."""
+    return tl.load(ptr + _per_slot(positions, LAYOUT), mask=_per_slot(valid, LAYOUT), other=0)
 
 
 @triton.jit
@@ -408,8 +421,8 @@ def _scan_forward_kernel(
             dt_later = _exclusive_sum(dt, True, LAYOUT, FLIP)
             for n in tl.static_range(STATE):
                 A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
-                weighted = tl.exp2(dt_later * _per_channel(A_n, LAYOUT)) * dtu * _per_slot(B_n, LAYOUT)
+                B_n = _load_slots(B_ptr + B_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
+                weighted = tl.exp2(dt_later * _per_channel(A_n, LAYOUT)) * dtu * B_n
                 tl.store(local_ptr + state_offsets + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
             tl.store(decay_sum_ptr + chunk_rows + chunk, _sum_slots(dt, LAYOUT), mask=channel_mask)
         else:
@@ -417,12 +430,12 @@ def _scan_forward_kernel(
             entry_offsets = state_offsets - STATE
             for n in tl.static_range(STATE):
                 A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                B_n = tl.load(B_ptr + B_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
-                C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
+                B_n = _load_slots(B_ptr + B_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
+                C_n = _load_slots(C_ptr + C_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
                 h_n = tl.load(states_ptr + entry_offsets + n, mask=channel_mask & (chunk > 0), other=0).to(COMPUTE)
                 decay = tl.exp2(dt * _per_channel(A_n, LAYOUT))
-                hs = _chunk_scan(decay, dtu * _per_slot(B_n, LAYOUT), h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
-                y += hs * _per_slot(C_n, LAYOUT)
+                hs = _chunk_scan(decay, dtu * B_n, h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
+                y += hs * C_n
                 if MODE == SEQUENTIAL:
                     # Masked slots have decay 1 and no input: the last slot holds the chunk's end state.
                     end_offsets = tl.broadcast_to(_per_channel(state_offsets + n, LAYOUT), hs.shape)
@@ -599,8 +612,8 @@ def _scan_backward_kernel(
                 dt_before = _exclusive_sum(next_dt, False, LAYOUT, FLIP)
                 for n in tl.static_range(STATE):
                     A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                    C_n = tl.load(C_ptr + C_row0 + n * length + positions, mask=valid, other=0).to(COMPUTE)
-                    weighted = tl.exp2(dt_before * _per_channel(A_n, LAYOUT)) * _per_slot(C_n, LAYOUT) * dy
+                    C_n = _load_slots(C_ptr + C_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
+                    weighted = tl.exp2(dt_before * _per_channel(A_n, LAYOUT)) * C_n * dy
                     tl.store(carry_ptr + state_offsets + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
                 tl.store(decay_sum_ptr + chunk_rows + chunk, _sum_slots(next_dt, LAYOUT), mask=channel_mask)
             else:
@@ -616,10 +629,8 @@ def _scan_backward_kernel(
                 for n in tl.static_range(STATE):
                     A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE)
                     A_tile = _per_channel(A_n, LAYOUT)
-                    B_n = _per_slot(tl.load(B_ptr + B_row0 + n * length + positions, mask=valid, other=0), LAYOUT)
-                    C_n = _per_slot(tl.load(C_ptr + C_row0 + n * length + positions, mask=valid, other=0), LAYOUT)
-                    B_n = B_n.to(COMPUTE)
-                    C_n = C_n.to(COMPUTE)
+                    B_n = _load_slots(B_ptr + B_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
+                    C_n = _load_slots(C_ptr + C_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
                     h_n = tl.load(states_ptr + state_offsets - STATE + n, mask=has_entry, other=0).to(COMPUTE)
                     dh_n = tl.load(carry_ptr + state_offsets + n, mask=has_next, other=0).to(COMPUTE)
                     drive = dtu * B_n
