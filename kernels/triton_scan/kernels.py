@@ -99,21 +99,41 @@ def _chunk_range(num_chunks, MODE: tl.constexpr):
 
 @triton.jit
 def _column_slots(
-    i, j, chunk, length, cols, NEXT: tl.constexpr, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr
+    i,
+    j,
+    chunk,
+    length,
+    cols,
+    NEXT: tl.constexpr,
+    FLIP: tl.constexpr,
+    P_PAD: tl.constexpr,
+    Q_TILE: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """TRANSPOSED: (memory position, valid) of the slots at tile rows ``i``, tile columns ``j`` (broadcastable
     tensors), or with NEXT of the slot that follows each of them in scan order (the next tile row, or the first
     row of the next column in scan order after the last padding row). Tile rows run down a column in scan order
-    (bottom to top with FLIP); tile columns are in memory order."""
-    q = cols - (chunk + 1) * Q_TILE + j if FLIP else chunk * Q_TILE + j
+    (bottom to top with FLIP); tile columns are in memory order.
+
+    VEC: cols and the tile's first column are multiples of VEC, so each run of VEC columns is valid or not as a
+    whole and starts at an aligned position: the loads and stores of a tile row can be VEC wide."""
+    rows = length // cols
+    first_q = cols - (chunk + 1) * Q_TILE if FLIP else chunk * Q_TILE
     if NEXT:
         wraps = i == P_PAD - 1
         i = tl.where(wraps, 0, i + 1)
-        q = tl.where(wraps, q - 1 if FLIP else q + 1, q)
-    rows = length // cols
+        q = tl.where(wraps, first_q + j + (-1 if FLIP else 1), first_q + j)
+        q_valid = (q >= 0) & (q < cols)
+    else:
+        q = first_q + j
+        # The columns outside [0, cols) are whole runs of VEC: tested per run, the mask is constant over a run.
+        runs = j // VEC
+        q_valid = runs >= -first_q // VEC if FLIP else runs < (cols - first_q) // VEC
     p = rows - 1 - i if FLIP else i
-    valid = (p >= 0) & (p < rows) & (q >= 0) & (q < cols)
-    return p.to(tl.int64) * cols + q, valid
+    positions = p.to(tl.int64) * cols + q
+    if VEC > 1 and not NEXT:
+        positions = tl.max_contiguous(tl.multiple_of(positions, [1, VEC]), [1, VEC])
+    return positions, (p >= 0) & (p < rows) & q_valid
 
 
 @triton.jit
@@ -128,6 +148,7 @@ def _chunk_slots(
     HAS_INDEX: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
     P_PAD: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """(memory positions (int64), valid) of the chunk's slots, or with NEXT of the token after each slot in
     scan order, shaped as the chunk's tiles: (CHUNK_LEN,), or (P_PAD, Q_TILE) for TRANSPOSED."""
@@ -142,6 +163,7 @@ def _chunk_slots(
             FLIP,
             P_PAD,
             CHUNK_LEN // P_PAD,
+            VEC,
         )
     elif FLIP:
         positions = (length - (chunk + 1) * CHUNK_LEN + tl.arange(0, CHUNK_LEN) - (1 if NEXT else 0)).to(tl.int64)
@@ -377,6 +399,7 @@ def _scan_forward_kernel(
     LAYOUT: tl.constexpr,
     FLIP: tl.constexpr,
     P_PAD: tl.constexpr,
+    VEC: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -407,7 +430,7 @@ def _scan_forward_kernel(
     skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, channel_mask, HAS_D, HAS_BIAS, COMPUTE)
     for chunk in range(first_chunk, end_chunk):
         positions, valid = _chunk_slots(
-            index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
+            index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD, VEC
         )
         mask = _per_channel(channel_mask, LAYOUT) & _per_slot(valid, LAYOUT)
         u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
@@ -537,6 +560,7 @@ def _scan_backward_kernel(
     LAYOUT: tl.constexpr,
     FLIP: tl.constexpr,
     P_PAD: tl.constexpr,
+    VEC: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -576,11 +600,11 @@ def _scan_backward_kernel(
         if MODE == SEQUENTIAL:
             chunk = num_chunks - 1 - chunk_step
         positions, valid = _chunk_slots(
-            index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
+            index_ptr, chunk, length, cols, False, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD, VEC
         )
         # dt of the token after each slot in scan order, which may sit in the next chunk.
         next_positions, next_valid = _chunk_slots(
-            index_ptr, chunk, length, cols, True, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD
+            index_ptr, chunk, length, cols, True, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD, VEC
         )
         dB_sum = tl.full(positions.shape, 0, COMPUTE)
         dC_sum = tl.full(positions.shape, 0, COMPUTE)

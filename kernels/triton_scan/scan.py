@@ -58,10 +58,10 @@ PARALLEL_BELOW_PROGRAMS_PER_SM = 2
 """Chunk-parallel launches when there are fewer channel-row programs than this many per SM."""
 
 BACKWARD_ROW_STEPS = 8
-"""For N = 1 and directions read out of memory order (transposed, gathered), channel blocks that one backward
-program walks per chunk, summing their dB and dC before one atomic add: those scattered atomics otherwise take half
-of the backward pass at VMamba-T's stage 1 (96 channels add into every B and C element). Linear directions add
-contiguous rows, cheaply enough that one block per program (more programs in flight) is faster."""
+"""For N = 1 and gathered directions, channel blocks that one backward program walks per chunk, summing their dB
+and dC before one atomic add: scattered atomics otherwise dominate the backward pass (at VMamba-T's stage 1, 96
+channels add into every B and C element). Directions read in memory order (linear, transposed) add coalesced
+rows, cheaply enough that one block per program (fewer registers, more programs in flight) is faster."""
 
 CHUNK_PARALLEL: bool | None = None
 """Force (True) or forbid (False) chunk-parallel launches; None decides from the sizes."""
@@ -89,11 +89,12 @@ PLAIN = (Direction("linear"),)
 
 
 class _Launch(NamedTuple):
-    """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, HAS_INDEX, cols, chunk count, index row."""
+    """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, VEC, HAS_INDEX, cols, chunk count, index row."""
 
     layout: int
     flip: bool
     rows_pad: int
+    vec: int
     has_index: bool
     cols: int
     num_chunks: int
@@ -128,11 +129,13 @@ class _Geometry:
             if rows_pad <= self.chunk_len:
                 columns_per_chunk = self.chunk_len // rows_pad
                 num_chunks = -(-direction.cols // columns_per_chunk)
-                return _Launch(TRANSPOSED.value, direction.flip, rows_pad, False, direction.cols, num_chunks, None)
+                # Rows of 4 aligned columns load as one 16-byte vector (float32) when cols is a multiple of 4.
+                vec = math.gcd(direction.cols, columns_per_chunk, 4)
+                return _Launch(TRANSPOSED.value, direction.flip, rows_pad, vec, False, direction.cols, num_chunks, None)
         num_chunks = -(-self.length // self.chunk_len)
         if direction.kind == "linear":
-            return _Launch(LINEAR.value, direction.flip, 1, False, 1, num_chunks, None)
-        return _Launch(LINEAR.value, False, 1, True, 1, num_chunks, direction.index)
+            return _Launch(LINEAR.value, direction.flip, 1, 1, False, 1, num_chunks, None)
+        return _Launch(LINEAR.value, False, 1, 1, True, 1, num_chunks, direction.index)
 
     @property
     def segment_len(self) -> int:
@@ -220,6 +223,7 @@ def _direction_flags(launch: _Launch, k: int) -> dict:
         LAYOUT=launch.layout,
         FLIP=launch.flip,
         P_PAD=launch.rows_pad,
+        VEC=launch.vec,
         HAS_INDEX=launch.has_index,
         ACCUMULATE=k > 0,
     )
@@ -299,8 +303,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
     segments_per_group = max(geom.dim // groups for groups in (geom.b_groups, geom.c_groups)) // geom.segment_len
 
     def row_steps(launch: _Launch) -> int:
-        scattered = launch.layout == TRANSPOSED.value or launch.has_index
-        return min(BACKWARD_ROW_STEPS, blocks_per_segment) if geom.state == 1 and scattered else 1
+        return min(BACKWARD_ROW_STEPS, blocks_per_segment) if geom.state == 1 and launch.has_index else 1
 
     def programs_per_segment(launch: _Launch) -> int:
         return -(-blocks_per_segment // row_steps(launch))

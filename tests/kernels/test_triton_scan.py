@@ -150,6 +150,7 @@ def multi_scan_inputs(plan, dtype: torch.dtype, batch: int = 2, dim: int = 3, st
         ("cross", (4, 5), "sum", 2),
         ("cross", (3, 7), "mean", 1),
         ("cross", (9, 2), "sum", 1),  # columns of 9 (16 padded) exceed an 8-token chunk: gathered there
+        ("cross", (3, 12), "sum", 1),  # 12 columns: rows read in aligned runs of 4 (2 in 8-token chunks), last partial
         ("zigzag8", (3, 4), "mean", 2),
         ("hilbert", (4, 4), "sum", 1),
         ("cross3d", (2, 3, 4), "sum", 2),
