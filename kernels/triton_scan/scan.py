@@ -49,7 +49,7 @@ class Tiling(NamedTuple):
 
 # Keyed by the largest N they serve; measured on an H100 (benchmarks/triton_scan_gpu.py --sweep). A chunk of 1024
 # tokens keeps N floats per 1024 tokens: as much as mamba_ssm's 2N per 2048.
-TILINGS = {1: Tiling(1024, 1, 4, 1, 4), 64: Tiling(2048, 1, 8, 1, 16)}
+TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(2048, 1, 8, 1, 16)}
 
 MAX_BLOCK_D = 4
 """Sequences shorter than a chunk get more channels per program (up to this many) to keep the tile size."""
