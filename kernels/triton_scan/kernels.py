@@ -314,12 +314,22 @@ def _store_rows(ptr, rows, positions, valid, row_mask, values, LAYOUT: tl.conste
 
 
 @triton.jit
-def _add_vector(ptr, positions, valid, values, ATOMIC: tl.constexpr):
-    """Store (or atomically add) values shaped as the chunk's slots at its positions."""
+def _add_slots(ptr, positions, valid, values, ATOMIC: tl.constexpr, LAYOUT: tl.constexpr):
+    """Store (or atomically add) a (1, slots...) tile (a sum over the channel tiles' first axis, kept 2D/3D so that
+    it keeps their register layout) at the chunk's positions."""
     if ATOMIC:
-        tl.atomic_add(ptr + positions, values, mask=valid)
+        tl.atomic_add(ptr + _per_slot(positions, LAYOUT), values, mask=_per_slot(valid, LAYOUT))
     else:
-        tl.store(ptr + positions, values, mask=valid)
+        tl.store(ptr + _per_slot(positions, LAYOUT), values, mask=_per_slot(valid, LAYOUT))
+
+
+@triton.jit
+def _slot_value(tile, at, LAYOUT: tl.constexpr):
+    """(BLOCK_D,) values of a (BLOCK_D, slots...) tile at the one slot where ``at`` (shaped as the tile) is true.
+
+    A masked sum: storing straight from the tile through a pointer that is the same for all slots would make Triton
+    move the whole tile to another register layout (through shared memory) first."""
+    return _sum_slots(tl.where(at, tile, 0.0), LAYOUT)
 
 
 @triton.jit
@@ -461,8 +471,7 @@ def _scan_forward_kernel(
                 y += hs * C_n
                 if MODE == SEQUENTIAL:
                     # Masked slots have decay 1 and no input: the last slot holds the chunk's end state.
-                    end_offsets = tl.broadcast_to(_per_channel(state_offsets + n, LAYOUT), hs.shape)
-                    tl.store(states_ptr + end_offsets, hs, mask=_per_channel(channel_mask, LAYOUT) & is_last_step)
+                    tl.store(states_ptr + state_offsets + n, _slot_value(hs, is_last_step, LAYOUT), mask=channel_mask)
             if HAS_D:
                 y += _per_channel(skip, LAYOUT) * u
             if HAS_Z:
@@ -606,8 +615,8 @@ def _scan_backward_kernel(
         next_positions, next_valid = _chunk_slots(
             index_ptr, chunk, length, cols, True, LAYOUT, FLIP, HAS_INDEX, CHUNK_LEN, P_PAD, VEC
         )
-        dB_sum = tl.full(positions.shape, 0, COMPUTE)
-        dC_sum = tl.full(positions.shape, 0, COMPUTE)
+        dB_sum = tl.full(_per_slot(positions, LAYOUT).shape, 0, COMPUTE)
+        dC_sum = tl.full(_per_slot(positions, LAYOUT).shape, 0, COMPUTE)
         for row_step in range(ROW_STEPS):
             channels = first + row_step * BLOCK_D + tl.arange(0, BLOCK_D)
             channel_mask = channels < segment_end
@@ -664,14 +673,14 @@ def _scan_backward_kernel(
                     )
                     if HAS_Z:
                         y += hs * C_n
-                    dC_n = tl.sum(hs * dy, axis=0)
-                    dB_n = tl.sum(dhs * dtu, axis=0)
+                    dC_n = tl.sum(hs * dy, axis=0, keep_dims=True)
+                    dB_n = tl.sum(dhs * dtu, axis=0, keep_dims=True)
                     if ROW_STEPS > 1:
                         dB_sum += dB_n
                         dC_sum += dC_n
                     else:
-                        _add_vector(dB_ptr + B_row0 + n * length, positions, valid, dB_n, ATOMIC_BC)
-                        _add_vector(dC_ptr + C_row0 + n * length, positions, valid, dC_n, ATOMIC_BC)
+                        _add_slots(dB_ptr + B_row0 + n * length, positions, valid, dB_n, ATOMIC_BC, LAYOUT)
+                        _add_slots(dC_ptr + C_row0 + n * length, positions, valid, dC_n, ATOMIC_BC, LAYOUT)
                     # exp(dt_t A) h_{t-1} = h_t - drive_t.
                     decayed = dhs * (hs - drive)
                     tl.store(dA_ptr + state_offsets + n, _sum_slots(decayed * dt, LAYOUT), mask=channel_mask)
@@ -679,8 +688,8 @@ def _scan_backward_kernel(
                     ddt_decay += decayed * A_tile
                     if MODE == SEQUENTIAL:
                         # dh at this chunk's first slot enters the previous chunk.
-                        first_offsets = tl.broadcast_to(_per_channel(state_offsets - STATE + n, LAYOUT), dhs.shape)
-                        tl.store(carry_ptr + first_offsets, dhs, mask=_per_channel(has_entry, LAYOUT) & is_first_step)
+                        entering = _slot_value(dhs, is_first_step, LAYOUT)
+                        tl.store(carry_ptr + state_offsets - STATE + n, entering, mask=has_entry)
                 ddt = dh_B * u + ddt_decay
                 du = dh_B * dt
                 if HAS_D:
@@ -703,8 +712,8 @@ def _scan_backward_kernel(
                     tl.store(dbias_ptr + chunk_rows + chunk, _sum_slots(ddt, LAYOUT), mask=channel_mask)
 
         if ROW_STEPS > 1 and MODE != SUMMARY:
-            _add_vector(dB_ptr + B_row0, positions, valid, dB_sum, ATOMIC_BC)
-            _add_vector(dC_ptr + C_row0, positions, valid, dC_sum, ATOMIC_BC)
+            _add_slots(dB_ptr + B_row0, positions, valid, dB_sum, ATOMIC_BC, LAYOUT)
+            _add_slots(dC_ptr + C_row0, positions, valid, dC_sum, ATOMIC_BC, LAYOUT)
         if MODE == SEQUENTIAL:
             # The previous chunk reads dh stored by another thread.
             tl.debug_barrier()
