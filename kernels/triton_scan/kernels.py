@@ -19,15 +19,17 @@ How a direction reads its tokens (LAYOUT, FLIP; one tile = one chunk of CHUNK_LE
   contiguous and the recurrences run from the tile's last slot to its first.
 - TRANSPOSED: the direction visits the columns of the raster grid seen as a (P, Q) matrix (column-major: a 2D
   grid's column scan, a 3D volume's depth-fastest scan). A chunk is Q_TILE = CHUNK_LEN / P_PAD whole columns,
-  loaded as a (P_PAD, Q_TILE) memory tile (rows of consecutive positions: coalesced) and transposed in
-  registers into scan order; slots of the padding rows P..P_PAD - 1 have dt = 0, which leaves the state
-  unchanged. With FLIP the columns are visited in reverse.
+  kept as a (BLOCK_D, P_PAD, Q_TILE) tile in memory layout: tile rows are grid rows (bottom to top with FLIP), so
+  loads and stores read consecutive positions (VEC-wide vectors when cols is a multiple of VEC), and nothing is
+  transposed in registers. Slots of the padding rows P..P_PAD - 1 have dt = 0, which leaves the state unchanged.
+  With FLIP the columns are visited in reverse.
 - GATHER (HAS_INDEX): slot j of chunk c is memory position index[c * CHUNK_LEN + j]: any other order.
 
 A program owns BLOCK_D channels of one batch row that share their B and C groups (so a B or C row is loaded
-once for all of them) and works on (BLOCK_D, CHUNK_LEN) register tiles, one state index n after the other:
-per n, the chunk's recurrence h_t = exp(dt_t A_n) h_{t-1} + dt_t u_t B_{n,t} is one ``tl.associative_scan``
-along the slots, with the state carried in folded into the first slot.
+once for all of them) and works on (BLOCK_D, slots...) register tiles, one state index n after the other: per
+n, the chunk's recurrence h_t = exp(dt_t A_n) h_{t-1} + dt_t u_t B_{n,t} is ``_chunk_scan``: one
+``tl.associative_scan`` along the slots with the state carried in folded into the first slot, or for TRANSPOSED
+tiles a scan down the columns followed by an exclusive scan of the columns' maps across the chunk.
 
 Work is split in one of two ways (MODE):
 
@@ -228,6 +230,7 @@ def _exclusive_sum(values, AFTER: tl.constexpr, LAYOUT: tl.constexpr, FLIP: tl.c
 
 @triton.jit
 def _add_pairs(first1, second1, first2, second2):
+    """Sum two (first, second) pairs (one reduction for both)."""
     return first1 + first2, second1 + second2
 
 
@@ -259,8 +262,8 @@ def _chunk_scan(
 
     TRANSPOSED tiles are scanned down their columns (tile rows are in scan order), each column from the identity;
     each column's map (read at its last row) is then chained over the columns in scan order (an exclusive scan of
-    maps, ``_column_combine``) to give the state entering it. No element changes thread, so the coalesced memory
-    tiles need no transposition."""
+    maps, ``_column_combine``) to give the state entering it. Both scans run along the tile's own axes, so the tile
+    keeps the register layout of its coalesced loads (no transposition)."""
     if LAYOUT == TRANSPOSED:
         col_decay, col_value = tl.associative_scan((decay, drive), 1, _linear_combine, reverse=REVERSE)
         # Kept 3D (BLOCK_D, 1, Q_TILE) so that the column maps stay in the tile's register layout.
