@@ -381,6 +381,39 @@ def _direction_rows(
 
 
 @triton.jit
+def _summarise_chunk(
+    steps,
+    values,
+    AFTER: tl.constexpr,
+    rows_ptr,
+    A_ptr,
+    param_rows,
+    positions,
+    valid,
+    channel_mask,
+    length,
+    out_ptr,
+    decay_sum_ptr,
+    STATE: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    FLIP: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """Chunk-parallel SUMMARY of a chunk as an affine map s -> exp(A * sum(steps)) * s + out: stores, per state
+    index n, out_n = sum_t exp(A_n * sum of ``steps`` over the slots after t (AFTER) or before t) * values_t *
+    row_n[t] (row_n: a B or C row at rows_ptr + n * length) at out_ptr + n, and sum(steps) at decay_sum_ptr.
+
+    The exclusive sums are taken directly in scan order (no cancellation), so every exponent is <= 0."""
+    tl.store(decay_sum_ptr, _sum_slots(steps, LAYOUT), mask=channel_mask)
+    steps_excluded = _exclusive_sum(steps, AFTER, LAYOUT, FLIP)
+    for n in tl.static_range(STATE):
+        A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
+        row_n = _load_slots(rows_ptr + n * length, positions, valid, LAYOUT).to(COMPUTE)
+        weighted = tl.exp2(steps_excluded * _per_channel(A_n, LAYOUT)) * values * row_n
+        tl.store(out_ptr + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
+
+
+@triton.jit
 def _scan_forward_kernel(
     u_ptr,
     delta_ptr,
@@ -452,15 +485,25 @@ def _scan_forward_kernel(
         dtu = dt * u
         state_offsets = (chunk_rows + chunk) * STATE
         if MODE == SUMMARY:
-            # State reached from zero: sum_t exp(A * sum of dt after t) * dt_t u_t B_t, with the exclusive
-            # suffix sums (in scan order) taken directly (no cancellation) and exponents <= 0.
-            dt_later = _exclusive_sum(dt, True, LAYOUT, FLIP)
-            for n in tl.static_range(STATE):
-                A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                B_n = _load_slots(B_ptr + B_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
-                weighted = tl.exp2(dt_later * _per_channel(A_n, LAYOUT)) * dtu * B_n
-                tl.store(local_ptr + state_offsets + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
-            tl.store(decay_sum_ptr + chunk_rows + chunk, _sum_slots(dt, LAYOUT), mask=channel_mask)
+            # State reached from zero: sum_t exp(A * sum of dt after t) * dt_t u_t B_t.
+            _summarise_chunk(
+                dt,
+                dtu,
+                True,
+                B_ptr + B_row0,
+                A_ptr,
+                param_rows,
+                positions,
+                valid,
+                channel_mask,
+                length,
+                local_ptr + state_offsets,
+                decay_sum_ptr + chunk_rows + chunk,
+                STATE,
+                LAYOUT,
+                FLIP,
+                COMPUTE,
+            )
         else:
             y = tl.full(dt.shape, 0, COMPUTE)
             entry_offsets = state_offsets - STATE
@@ -645,13 +688,24 @@ def _scan_backward_kernel(
             state_offsets = (chunk_rows + chunk) * STATE
             if MODE == SUMMARY:
                 # dh at the chunk's first slot from its own slots: sum_t exp(A * sum_{first < s <= t} dt_s) C_t dy_t.
-                dt_before = _exclusive_sum(next_dt, False, LAYOUT, FLIP)
-                for n in tl.static_range(STATE):
-                    A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
-                    C_n = _load_slots(C_ptr + C_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
-                    weighted = tl.exp2(dt_before * _per_channel(A_n, LAYOUT)) * C_n * dy
-                    tl.store(carry_ptr + state_offsets + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
-                tl.store(decay_sum_ptr + chunk_rows + chunk, _sum_slots(next_dt, LAYOUT), mask=channel_mask)
+                _summarise_chunk(
+                    next_dt,
+                    dy,
+                    False,
+                    C_ptr + C_row0,
+                    A_ptr,
+                    param_rows,
+                    positions,
+                    valid,
+                    channel_mask,
+                    length,
+                    carry_ptr + state_offsets,
+                    decay_sum_ptr + chunk_rows + chunk,
+                    STATE,
+                    LAYOUT,
+                    FLIP,
+                    COMPUTE,
+                )
             else:
                 u = _load_rows(u_ptr, shared_rows, positions, valid, channel_mask, LAYOUT).to(COMPUTE)
                 raw = _load_rows(delta_ptr, delta_rows, positions, valid, channel_mask, LAYOUT)
