@@ -2,7 +2,9 @@
 
 Each direction of a scan is one launch of the forward (and of the backward) kernel, specialised for how it reads
 its tokens (``Direction``); later directions add into the output of earlier ones, which makes the merge race-free
-without atomics. The forward pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per
+without atomics. Two kinds of kernel: (channel, token) tiles (``kernels.py``) for N = 1 and for column-order
+(TRANSPOSED) directions, (state, token) tiles of one channel row (``state_kernels.py``) for the other directions
+of N > 1. The forward pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per
 chunk of ``Tiling.chunk_len`` (1024 or 2048) tokens, (Bt, K, D, n_chunks, N): at most what mamba_ssm keeps (2N
 values per chunk of 2048). The backward pass recomputes each chunk's states from the saved state before it.
 Chunk-parallel launches (few channel rows, long sequences) add transient per-chunk buffers of the size of the
@@ -35,6 +37,7 @@ from .kernels import (
     _scan_backward_kernel,
     _scan_forward_kernel,
 )
+from .state_kernels import _state_backward_kernel, _state_forward_kernel
 
 
 class Tiling(NamedTuple):
@@ -50,6 +53,29 @@ class Tiling(NamedTuple):
 # Keyed by the largest N they serve; measured on an H100 (benchmarks/triton_scan_gpu.py --sweep). A chunk of 1024
 # tokens keeps N floats per 1024 tokens: as much as mamba_ssm's 2N per 2048.
 TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(2048, 1, 8, 1, 16)}
+
+
+class StateTiling(NamedTuple):
+    """Work split of the (state, token) tile kernels (``state_kernels.py``): tokens per register tile,
+    warps per program (one channel row each)."""
+
+    tile_len: int
+    forward_warps: int
+    backward_warps: int
+
+
+STATE_TILES_FROM_N = 2
+"""Smallest N served by the (state, token) tile kernels; smaller N (and TRANSPOSED directions) by the (channel,
+token) tile kernels."""
+
+STATE_TILING = StateTiling(32, 1, 1)
+"""The (state, token) tiling; its chunks (saved states) are those of ``TILINGS``. Chosen from the sm_90 compile
+reports of the candidates (registers, spills, instructions per state element) until a GPU sweep
+(benchmarks/triton_scan_gpu.py --state-sweep) measures them: one warp per program keeps every reduction and scan
+inside the warp, and 32-token tiles of N = 16 states fit its registers without spills."""
+
+STATE_PARALLEL_BELOW_ROWS_PER_SM = 16
+"""State tile kernels: chunk-parallel launches when there are fewer channel rows (programs) than this many per SM."""
 
 MAX_BLOCK_D = 4
 """Sequences shorter than a chunk get more channels per program (up to this many) to keep the tile size."""
@@ -89,7 +115,8 @@ PLAIN = (Direction("linear"),)
 
 
 class _Launch(NamedTuple):
-    """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, VEC, HAS_INDEX, cols, chunk count, index row."""
+    """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, VEC, HAS_INDEX, cols, chunk count, index row, and
+    whether the (state, token) tile kernels run it (N >= STATE_TILES_FROM_N, every layout but TRANSPOSED)."""
 
     layout: int
     flip: bool
@@ -99,6 +126,7 @@ class _Launch(NamedTuple):
     cols: int
     num_chunks: int
     index: Tensor | None
+    state_tiles: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +150,11 @@ class _Geometry:
         """The tiling's chunk length, or the next power of two of L for shorter sequences."""
         return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
 
+    @property
+    def tile_len(self) -> int:
+        """Tokens per register tile of the (state, token) tile kernels: a divisor of the chunk."""
+        return min(STATE_TILING.tile_len, self.chunk_len)
+
     def launch(self, direction: Direction) -> _Launch:
         """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
         if direction.kind == "transposed":
@@ -133,9 +166,10 @@ class _Geometry:
                 vec = math.gcd(direction.cols, columns_per_chunk, 4)
                 return _Launch(TRANSPOSED.value, direction.flip, rows_pad, vec, False, direction.cols, num_chunks, None)
         num_chunks = -(-self.length // self.chunk_len)
+        state_tiles = self.state >= STATE_TILES_FROM_N
         if direction.kind == "linear":
-            return _Launch(LINEAR.value, direction.flip, 1, 1, False, 1, num_chunks, None)
-        return _Launch(LINEAR.value, False, 1, 1, True, 1, num_chunks, direction.index)
+            return _Launch(LINEAR.value, direction.flip, 1, 1, False, 1, num_chunks, None, state_tiles)
+        return _Launch(LINEAR.value, False, 1, 1, True, 1, num_chunks, direction.index, state_tiles)
 
     @property
     def segment_len(self) -> int:
@@ -156,11 +190,15 @@ class _Geometry:
         return self.batch * (self.dim // self.segment_len) * blocks_per_segment
 
     def chunk_parallel(self, row_blocks: int, num_chunks: int, device: torch.device) -> bool:
+        """Whether to launch one program per chunk; ``row_blocks``: programs per chunk of the (channel, token)
+        tile kernels (the (state, token) tile kernels have one per channel row)."""
         if num_chunks == 1:
             return False
         if CHUNK_PARALLEL is not None:
             return CHUNK_PARALLEL
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        if self.state >= STATE_TILES_FROM_N:
+            return self.batch * self.dim < STATE_PARALLEL_BELOW_ROWS_PER_SM * sms
         return row_blocks < PARALLEL_BELOW_PROGRAMS_PER_SM * sms
 
 
@@ -218,6 +256,21 @@ def _direction_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int,
     )
 
 
+def _state_tile_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int) -> tuple:
+    """The (state, token) tile kernels' runtime size arguments for direction k."""
+    return (k, geom.dim, geom.length, launch.num_chunks, chunk_stride, geom.num_dirs, geom.b_groups, geom.c_groups)
+
+
+def _state_tile_flags(geom: _Geometry, launch: _Launch, k: int) -> dict:
+    return dict(
+        N_PAD=geom.state_pad,
+        TILE_LEN=geom.tile_len,
+        FLIP=launch.flip,
+        HAS_INDEX=launch.has_index,
+        ACCUMULATE=k > 0,
+    )
+
+
 def _direction_flags(launch: _Launch, k: int) -> dict:
     return dict(
         LAYOUT=launch.layout,
@@ -245,17 +298,25 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
     states = torch.empty((*chunk_shape, geom.state), dtype=dtype, device=u.device)
     flags = _launch_flags(geom, D, z, delta_bias, softplus, mean, dtype)
 
-    def launch(k, grid, mode, local, decay_sum):
-        _scan_forward_kernel[grid](
-            u,
-            delta,
-            A,
-            B,
-            C,
-            _or(D, A),
-            _or(z, u),
-            _or(delta_bias, A),
-            _or(launches[k].index, u),
+    def launch(k, mode, local, decay_sum):
+        tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u))
+        chunks = () if mode == SEQUENTIAL else (launches[k].num_chunks,)
+        if launches[k].state_tiles:
+            _state_forward_kernel[(geom.batch * geom.dim, *chunks)](
+                *tensors,
+                out,
+                states,
+                local,
+                decay_sum,
+                *_state_tile_args(geom, k, launches[k], chunk_stride),
+                MODE=mode.value,
+                num_warps=STATE_TILING.forward_warps,
+                **_state_tile_flags(geom, launches[k], k),
+                **flags,
+            )
+            return
+        _scan_forward_kernel[(row_blocks, *chunks)](
+            *tensors,
             out,
             states,
             local,
@@ -273,13 +334,13 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         local = torch.zeros_like(states)
         decay_sum = torch.zeros(chunk_shape, dtype=dtype, device=u.device)
         for k in range(geom.num_dirs):
-            launch(k, (row_blocks, launches[k].num_chunks), SUMMARY, local, decay_sum)
+            launch(k, SUMMARY, local, decay_sum)
         _carry(geom, local, decay_sum, A, states, reverse=False)
         for k in range(geom.num_dirs):
-            launch(k, (row_blocks, launches[k].num_chunks), FROM_CARRY, local, decay_sum)
+            launch(k, FROM_CARRY, local, decay_sum)
     else:
         for k in range(geom.num_dirs):
-            launch(k, (row_blocks,), SEQUENTIAL, states, states)
+            launch(k, SEQUENTIAL, states, states)
     if all(launch.num_chunks == chunk_stride for launch in launches):
         last_state = states[:, :, :, -1].clone()
     else:
@@ -308,7 +369,13 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
     def programs_per_segment(launch: _Launch) -> int:
         return -(-blocks_per_segment // row_steps(launch))
 
-    atomic_bc = [segments_per_group * programs_per_segment(launch) > 1 for launch in launches]
+    def shares_bc(launch: _Launch) -> bool:
+        """Whether several programs add into one dB or dC element."""
+        if launch.state_tiles:
+            return geom.dim // min(geom.b_groups, geom.c_groups) > 1
+        return segments_per_group * programs_per_segment(launch) > 1
+
+    atomic_bc = [shares_bc(launch) for launch in launches]
     new_bc = torch.zeros if any(atomic_bc) else torch.empty
     dB, dC = (new_bc(t.shape, dtype=dtype, device=device) for t in (B, C))
     chunk_shape = (geom.batch, geom.num_dirs, geom.dim, chunk_stride)
@@ -319,30 +386,30 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
     flags = _launch_flags(geom, D, z, delta_bias, softplus, mean, dtype)
 
     def launch(k, chunks, mode, carry, decay_sum):
+        tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u), dout)
+        outputs = (du, ddelta, dB, dC, _or(dz, u), dA, _or(dD, dA), _or(dbias, dA))
+        if launches[k].state_tiles:
+            _state_backward_kernel[(geom.batch * geom.dim, chunks)](
+                *tensors,
+                states,
+                carry,
+                decay_sum,
+                *outputs,
+                *_state_tile_args(geom, k, launches[k], chunk_stride),
+                ATOMIC_BC=atomic_bc[k],
+                MODE=mode.value,
+                num_warps=STATE_TILING.backward_warps,
+                **_state_tile_flags(geom, launches[k], k),
+                **flags,
+            )
+            return
         programs = programs_per_segment(launches[k])
-        grid = (geom.row_blocks(programs), chunks)
-        _scan_backward_kernel[grid](
-            u,
-            delta,
-            A,
-            B,
-            C,
-            _or(D, A),
-            _or(z, u),
-            _or(delta_bias, A),
-            _or(launches[k].index, u),
-            dout,
+        _scan_backward_kernel[(geom.row_blocks(programs), chunks)](
+            *tensors,
             states,
             carry,
             decay_sum,
-            du,
-            ddelta,
-            dB,
-            dC,
-            _or(dz, u),
-            dA,
-            _or(dD, dA),
-            _or(dbias, dA),
+            *outputs,
             *_direction_args(geom, k, launches[k], chunk_stride, programs),
             BLOCK_D=block_d,
             ATOMIC_BC=atomic_bc[k],

@@ -39,6 +39,8 @@ def layout(request, monkeypatch):
     channel block (small-tiles) or one program per chunk (chunk-parallel)."""
     if request.param != "default":
         monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
+        # N > 1: chunks of two 4-token state tiles.
+        monkeypatch.setattr(triton_scan, "STATE_TILING", triton_scan.StateTiling(4, 1, 1))
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
         # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
         monkeypatch.setattr(triton_scan, "BACKWARD_ROW_STEPS", 2)
@@ -211,6 +213,22 @@ def test_fused_multi_scan_reads_structured_orders_without_their_index():
         ("transposed", False, 12),
     ]
     assert {d.kind for d in describe_directions(scan_plan("zigzag8", (3, 4)).index)} == {"gather"}
+
+
+def test_state_tile_kernels_serve_n_above_one_except_column_orders():
+    """N > 1: raster, reversed and gathered directions run the (state, token) tile kernels; column orders and N = 1
+    the (channel, token) tile kernels."""
+    for state, kind, expected in [
+        (16, "linear", True),
+        (2, "gather", True),
+        (16, "transposed", False),
+        (1, "linear", False),
+    ]:
+        geom = triton_scan._Geometry(2, 8, 64, 1, state, 1, 1)
+        index = torch.arange(64) if kind == "gather" else None
+        assert geom.launch(triton_scan.Direction(kind, cols=8, index=index)).state_tiles is expected, (state, kind)
+    flipped = triton_scan._Geometry(2, 8, 64, 1, 4, 1, 1).launch(triton_scan.Direction("linear", flip=True))
+    assert flipped.state_tiles and flipped.flip
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

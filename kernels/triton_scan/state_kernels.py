@@ -1,0 +1,447 @@
+"""Triton kernels of the selective scan for N > 1 over (state, token) tiles: one channel row per program.
+
+The kernels of ``kernels.py`` keep (channels, tokens) tiles and run one scan per state index n; with N = 16 that is
+sixteen scans of a long chunk per chunk, each crossing warps. Here a program owns one channel row of one direction
+and walks its tokens in tiles of TILE_LEN slots, each an (N_PAD, TILE_LEN) register tile of every state index at
+once: one ``tl.associative_scan`` along the slots per tile, the state carried from tile to tile in registers, the
+output a sum over the state axis. Layouts, modes (SEQUENTIAL, SUMMARY, FROM_CARRY), the saved states (one per
+chunk of CHUNK_LEN tokens, a multiple of TILE_LEN) and the partial sums of the backward pass are those of
+``kernels.py``, so both kinds of kernel serve the directions of one multi-direction scan and share the carry pass.
+
+Slots are in scan order: slot j of a tile holds scan step first_step + j, at memory position step (plain order),
+L - 1 - step (FLIP: the reversed raster order, loaded from decreasing addresses) or index[step] (HAS_INDEX). Every
+scan then runs forward along the slots: Triton lowers a reverse ``associative_scan`` with about ten times the
+shuffles of a forward one. The backward recurrence, which runs against scan order, is scanned over tiles loaded in
+reverse (slot j holding step first_step + TILE_LEN - 1 - j) and its result flipped once (``tl.flip``) into the
+forward tiles' order.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .kernels import (
+    LOG2E,
+    SEQUENTIAL,
+    SUMMARY,
+    _chunk_range,
+    _group_rows,
+    _linear_combine,
+    _sigmoid,
+    _step_sizes,
+)
+
+
+@triton.jit
+def _tile_slots(
+    index_ptr,
+    first_step,
+    length,
+    NEXT: tl.constexpr,
+    REVERSED: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    TILE_LEN: tl.constexpr,
+):
+    """(memory positions (int64), valid), both (1, TILE_LEN), of the scan steps first_step + j of a tile (with
+    REVERSED first_step + TILE_LEN - 1 - j), or with NEXT of the step after each of them.
+
+    Token vectors are kept (1, TILE_LEN) rather than (TILE_LEN,), so that they share the register layout of the
+    (N_PAD, TILE_LEN) tiles they meet (a 1D vector would be moved between layouts through shared memory)."""
+    slots = tl.arange(0, TILE_LEN)[None, :]
+    steps = first_step + (TILE_LEN - 1 - slots if REVERSED else slots) + (1 if NEXT else 0)
+    valid = steps < length
+    if FLIP:
+        positions = length - 1 - steps
+    elif HAS_INDEX:
+        positions = tl.load(index_ptr + steps, mask=valid, other=0)
+    else:
+        positions = steps
+    return positions.to(tl.int64), valid
+
+
+@triton.jit
+def _load_states(ptr, row_offset, positions, valid, state_mask, length):
+    """(N_PAD, TILE_LEN) tile of the N rows of a B or C group (row n at row_offset + n * length); 0 where masked."""
+    rows = tl.arange(0, state_mask.shape[0])[:, None]
+    return tl.load(ptr + row_offset + rows * length + positions, mask=state_mask & valid, other=0)
+
+
+@triton.jit
+def _store_states(ptr, row_offset, positions, valid, state_mask, length, values, ATOMIC: tl.constexpr):
+    """Store (or atomically add) an (N_PAD, TILE_LEN) tile into the N rows of a dB or dC group."""
+    offsets = row_offset + tl.arange(0, state_mask.shape[0])[:, None] * length + positions
+    mask = state_mask & valid
+    if ATOMIC:
+        # Relaxed: the sums are read after the kernel, so no ordering (and no memory fences) is needed.
+        tl.atomic_add(ptr + offsets, values, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptr + offsets, values, mask=mask)
+
+
+@triton.jit
+def _tile_scan(decay, drive, entry):
+    """h = decay * h_prev + drive along the slots of an (N_PAD, TILE_LEN) tile, h_prev of slot 0 being ``entry``
+    (N_PAD, 1). Returns h at every slot."""
+    first = tl.arange(0, decay.shape[1])[None, :] == 0
+    folded = tl.where(first, drive + decay * entry, drive)
+    _, states = tl.associative_scan((decay, folded), 1, _linear_combine)
+    return states
+
+
+@triton.jit
+def _last_slot(tile):
+    """(N_PAD, 1) last column of an (N_PAD, TILE_LEN) tile (a masked sum)."""
+    last = tl.arange(0, tile.shape[1])[None, :] == tile.shape[1] - 1
+    return tl.sum(tl.where(last, tile, 0.0), axis=1, keep_dims=True)
+
+
+@triton.jit
+def _tile_summary(steps, values, rows, A2, AFTER: tl.constexpr):
+    """(sum of steps, sum_t exp(A * sum of steps over the slots after t (AFTER) or before t) * values_t *
+    rows[:, t]) of one tile: its affine map of the state, with no scan of the state (every exponent <= 0).
+    A2 = A * log2(e), (N_PAD, 1); steps, values (1, TILE_LEN); rows (N_PAD, TILE_LEN). Returns (a scalar,
+    (N_PAD, 1)).
+
+    The sums after t are taken as total - running sum (a forward scan, see the module docstring): with steps >= 0
+    (softplus) rounding can leave them a few ulps below 0, which changes exp(A * sum) by as little."""
+    inclusive = tl.cumsum(steps, axis=1)
+    total = tl.sum(steps)
+    excluded = total - inclusive if AFTER else inclusive - steps
+    weights = tl.exp2(A2 * excluded)
+    return total, tl.sum(weights * values * rows, axis=1, keep_dims=True)
+
+
+@triton.jit
+def _output_grad(
+    dout_ptr,
+    z_ptr,
+    shared_row,
+    positions,
+    valid,
+    num_dirs,
+    HAS_Z: tl.constexpr,
+    MEAN: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """(dy, the gradient entering the scan's output: dout, divided by K for MEAN, times the gate z * sigmoid(z)
+    with HAS_Z; dout after MEAN; z; sigmoid(z)) at the given token positions, each (1, TILE_LEN)."""
+    dout = tl.load(dout_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+    if MEAN:
+        dout = dout * (1.0 / tl.cast(num_dirs, COMPUTE))
+    z = dout
+    gate = dout
+    dy = dout
+    if HAS_Z:
+        z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+        gate = _sigmoid(z)
+        dy = dout * z * gate
+    return dy, dout, z, gate
+
+
+@triton.jit
+def _channel_rows(direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE: tl.constexpr):
+    """Offsets of this program's channel row (program_id(0) = batch * dim + channel) in direction ``direction``:
+    (batch, channel, parameter row of A/D/delta_bias, shared (Bt, D, L) row, delta row, row n = 0 of its B group
+    and of its C group, row of the per-chunk tensors (times N for states))."""
+    row = tl.program_id(0)
+    batch = (row // dim).to(tl.int64)
+    channel = row % dim
+    param_row = direction * dim + channel
+    direction_row = (batch * num_dirs + direction) * dim + channel
+    B_row0 = _group_rows(batch, direction, channel, dim, num_dirs, b_groups, length, STATE)
+    C_row0 = _group_rows(batch, direction, channel, dim, num_dirs, c_groups, length, STATE)
+    shared_row = (batch * dim + channel) * length
+    return param_row, shared_row, direction_row * length, B_row0, C_row0, direction_row * chunk_stride
+
+
+@triton.jit
+def _channel_scalars(D_ptr, bias_ptr, param_row, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE: tl.constexpr):
+    """(D, delta_bias) of the program's channel, 0 where absent."""
+    skip = tl.load(D_ptr + param_row).to(COMPUTE) if HAS_D else 0.0
+    bias = tl.load(bias_ptr + param_row).to(COMPUTE) if HAS_BIAS else 0.0
+    return skip, bias
+
+
+@triton.jit
+def _tile_count(chunk, length, CHUNK_LEN: tl.constexpr, TILE_LEN: tl.constexpr):
+    """Tiles of the chunk that hold at least one token."""
+    return tl.minimum(CHUNK_LEN // TILE_LEN, tl.cdiv(length - chunk * CHUNK_LEN, TILE_LEN))
+
+
+@triton.jit
+def _state_forward_kernel(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    index_ptr,
+    out_ptr,
+    states_ptr,
+    local_ptr,
+    decay_sum_ptr,
+    direction,
+    dim,
+    length,
+    num_chunks,
+    chunk_stride,
+    num_dirs,
+    b_groups,
+    c_groups,
+    STATE: tl.constexpr,
+    N_PAD: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    TILE_LEN: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    MEAN: tl.constexpr,
+    MODE: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """Grid: (Bt * D,) for SEQUENTIAL, (Bt * D, n_chunks) otherwise; same outputs as ``_scan_forward_kernel``.
+
+    SEQUENTIAL writes out and the state after every chunk; SUMMARY the state a chunk reaches from zero (local)
+    and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
+    param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
+        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
+    )
+    # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
+    state_n = tl.arange(0, N_PAD)[:, None]
+    state_mask = state_n < STATE
+    A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
+    skip, bias = _channel_scalars(D_ptr, bias_ptr, param_row, HAS_D, HAS_BIAS, COMPUTE)
+    first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
+    h = tl.full((N_PAD, 1), 0, COMPUTE)
+    for chunk in range(first_chunk, end_chunk):
+        if MODE == SUMMARY:
+            h = tl.full((N_PAD, 1), 0, COMPUTE)
+            dt_total = tl.full((), 0, COMPUTE)
+        elif MODE != SEQUENTIAL:
+            entry = states_ptr + (chunk_row + chunk - 1) * STATE + state_n
+            h = tl.load(entry, mask=state_mask & (chunk > 0), other=0).to(COMPUTE)
+        for tile in range(_tile_count(chunk, length, CHUNK_LEN, TILE_LEN)):
+            positions, valid = _tile_slots(
+                index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
+            )
+            u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+            _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+            dtu = dt * u
+            B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+            if MODE == SUMMARY:
+                tile_dt, tile_input = _tile_summary(dt, dtu, B, A2, True)
+                h = tl.exp2(A2 * tile_dt) * h + tile_input
+                dt_total += tile_dt
+            else:
+                C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                hs = _tile_scan(tl.exp2(dt * A2), dtu * B, h)
+                # Masked slots have decay 1 and no input: the last slot holds the tile's end state.
+                h = _last_slot(hs)
+                y = tl.sum(hs * C, axis=0, keep_dims=True)
+                if HAS_D:
+                    y += skip * u
+                if HAS_Z:
+                    z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+                    y *= z * _sigmoid(z)
+                if MEAN:
+                    y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
+                if ACCUMULATE:
+                    y += tl.load(out_ptr + shared_row + positions, mask=valid, other=0)
+                tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
+        state_offsets = (chunk_row + chunk) * STATE + state_n
+        if MODE == SUMMARY:
+            tl.store(local_ptr + state_offsets, h, mask=state_mask)
+            tl.store(decay_sum_ptr + chunk_row + chunk, dt_total)
+        elif MODE == SEQUENTIAL:
+            tl.store(states_ptr + state_offsets, h, mask=state_mask)
+
+
+@triton.jit
+def _state_backward_kernel(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    index_ptr,
+    dout_ptr,
+    states_ptr,
+    carry_ptr,
+    decay_sum_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dB_ptr,
+    dC_ptr,
+    dz_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    direction,
+    dim,
+    length,
+    num_chunks,
+    chunk_stride,
+    num_dirs,
+    b_groups,
+    c_groups,
+    STATE: tl.constexpr,
+    N_PAD: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    TILE_LEN: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    MEAN: tl.constexpr,
+    ATOMIC_BC: tl.constexpr,
+    MODE: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """Grid as the forward kernel's; same outputs and modes as ``_scan_backward_kernel``.
+
+    dh_t = exp(dt_{t+1} A) dh_{t+1} + C_t dy_t runs against scan order, tile by tile from the chunk's last tile,
+    carried in registers (from carry[chunk] in FROM_CARRY mode; SUMMARY stores dh at the chunk's first slot from
+    its own slots into carry, and the sum of dt_{t+1} into decay_sum). The forward states a tile needs are
+    recomputed from the state entering it: a first pass over the chunk's tiles (their affine maps, no scan) gives
+    the entry state of each from states[chunk - 1], kept in registers as an (N_PAD, CHUNK_LEN / TILE_LEN) tile.
+    Partial sums of dA, dD and ddelta_bias are stored per (channel row, chunk); dB and dC are added atomically
+    when several channels share a B or C group (ATOMIC_BC)."""
+    param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
+        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
+    )
+    state_n = tl.arange(0, N_PAD)[:, None]
+    state_mask = state_n < STATE
+    A = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE)
+    A2 = A * LOG2E
+    skip, bias = _channel_scalars(D_ptr, bias_ptr, param_row, HAS_D, HAS_BIAS, COMPUTE)
+    TILES: tl.constexpr = CHUNK_LEN // TILE_LEN
+    # Entry states of the chunk's tiles, one column per tile.
+    tile_ids = tl.arange(0, TILES)[None, :]
+    first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
+    dh = tl.full((N_PAD, 1), 0, COMPUTE)
+    for chunk_step in range(first_chunk, end_chunk):
+        chunk = num_chunks - 1 - chunk_step if MODE == SEQUENTIAL else chunk_step
+        state_offsets = (chunk_row + chunk) * STATE + state_n
+        tiles = _tile_count(chunk, length, CHUNK_LEN, TILE_LEN)
+        if MODE == SUMMARY:
+            dh = tl.full((N_PAD, 1), 0, COMPUTE)
+            next_dt_total = tl.full((), 0, COMPUTE)
+        else:
+            if MODE != SEQUENTIAL:
+                dh = tl.load(carry_ptr + state_offsets, mask=state_mask & (chunk < num_chunks - 1), other=0).to(COMPUTE)
+            # Entry state of every tile of the chunk, from the forward pass's state after the previous chunk.
+            h = tl.load(states_ptr + state_offsets - STATE, mask=state_mask & (chunk > 0), other=0).to(COMPUTE)
+            entries = tl.full((N_PAD, TILES), 0, COMPUTE)
+            for tile in range(tiles):
+                entries = tl.where(tile_ids == tile, h, entries)
+                positions, valid = _tile_slots(
+                    index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
+                )
+                u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+                _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                tile_dt, tile_input = _tile_summary(dt, dt * u, B, A2, True)
+                h = tl.exp2(A2 * tile_dt) * h + tile_input
+            # Per-slot partial sums of dA, dD and ddelta_bias, reduced over the slots once per chunk.
+            dA_sum = tl.full((N_PAD, TILE_LEN), 0, COMPUTE)
+            dD_sum = tl.full((1, TILE_LEN), 0, COMPUTE)
+            dbias_sum = tl.full((1, TILE_LEN), 0, COMPUTE)
+        for tile_step in range(tiles):
+            tile = tiles - 1 - tile_step
+            first_step = chunk * CHUNK_LEN + tile * TILE_LEN
+            positions, valid = _tile_slots(index_ptr, first_step, length, False, False, FLIP, HAS_INDEX, TILE_LEN)
+            if MODE == SUMMARY:
+                # dh at the tile's first slot from its own slots: sum_t exp(A * sum_{s < t} dt_{s+1}) C_t dy_t.
+                next_positions, next_valid = _tile_slots(
+                    index_ptr, first_step, length, True, False, FLIP, HAS_INDEX, TILE_LEN
+                )
+                next_raw = tl.load(delta_ptr + delta_row + next_positions, mask=next_valid, other=0).to(COMPUTE)
+                _, next_dt = _step_sizes(next_raw, next_valid, bias, SOFTPLUS)
+                dy, _, _, _ = _output_grad(
+                    dout_ptr, z_ptr, shared_row, positions, valid, num_dirs, HAS_Z, MEAN, COMPUTE
+                )
+                C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                tile_dt, tile_input = _tile_summary(next_dt, dy, C, A2, False)
+                dh = tl.exp2(A2 * tile_dt) * dh + tile_input
+                next_dt_total += tile_dt
+            else:
+                u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+                dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+                dtu = dt * u
+                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1, keep_dims=True)
+                drive = dtu * B
+                hs = _tile_scan(tl.exp2(dt * A2), drive, h_entry)
+                # dh_t = exp(dt_{t+1} A) dh_{t+1} + C_t dy_t, scanned over the tile's steps in reverse (slot j of
+                # these tiles is step first_step + TILE_LEN - 1 - j), then flipped into the order of the others.
+                back_positions, back_valid = _tile_slots(
+                    index_ptr, first_step, length, False, True, FLIP, HAS_INDEX, TILE_LEN
+                )
+                back_next, back_next_valid = _tile_slots(
+                    index_ptr, first_step, length, True, True, FLIP, HAS_INDEX, TILE_LEN
+                )
+                back_raw = tl.load(delta_ptr + delta_row + back_next, mask=back_next_valid, other=0).to(COMPUTE)
+                _, back_next_dt = _step_sizes(back_raw, back_next_valid, bias, SOFTPLUS)
+                back_dy, _, _, _ = _output_grad(
+                    dout_ptr, z_ptr, shared_row, back_positions, back_valid, num_dirs, HAS_Z, MEAN, COMPUTE
+                )
+                back_C = _load_states(C_ptr, C_row0, back_positions, back_valid, state_mask, length).to(COMPUTE)
+                back_dhs = _tile_scan(tl.exp2(back_next_dt * A2), back_dy * back_C, dh)
+                dh = _last_slot(back_dhs)
+                dhs = tl.flip(back_dhs, 1)
+                dy, dout, z, gate = _output_grad(
+                    dout_ptr, z_ptr, shared_row, positions, valid, num_dirs, HAS_Z, MEAN, COMPUTE
+                )
+                _store_states(dB_ptr, B_row0, positions, valid, state_mask, length, dhs * dtu, ATOMIC_BC)
+                _store_states(dC_ptr, C_row0, positions, valid, state_mask, length, hs * dy, ATOMIC_BC)
+                # exp(dt_t A) h_{t-1} = h_t - drive_t.
+                decayed = dhs * (hs - drive)
+                dA_sum += decayed * dt
+                dh_B = tl.sum(dhs * B, axis=0, keep_dims=True)
+                ddt = dh_B * u + tl.sum(decayed * A, axis=0, keep_dims=True)
+                du = dh_B * dt
+                if HAS_D:
+                    du += skip * dy
+                    dD_sum += dy * u
+                if HAS_Z:
+                    C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                    y = tl.sum(hs * C, axis=0, keep_dims=True)
+                    if HAS_D:
+                        y += skip * u
+                    dz = dout * y * gate * (1.0 + z * (1.0 - gate))
+                    tl.store(dz_ptr + shared_row + positions, dz.to(dz_ptr.dtype.element_ty), mask=valid)
+                if SOFTPLUS:
+                    ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
+                ddt = tl.where(valid, ddt, 0.0)
+                dbias_sum += ddt
+                tl.store(ddelta_ptr + delta_row + positions, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+                if ACCUMULATE:
+                    du += tl.load(du_ptr + shared_row + positions, mask=valid, other=0)
+                tl.store(du_ptr + shared_row + positions, du.to(du_ptr.dtype.element_ty), mask=valid)
+        if MODE == SUMMARY:
+            tl.store(carry_ptr + state_offsets, dh, mask=state_mask)
+            tl.store(decay_sum_ptr + chunk_row + chunk, next_dt_total)
+        else:
+            tl.store(dA_ptr + state_offsets, tl.sum(dA_sum, axis=1, keep_dims=True), mask=state_mask)
+            if HAS_D:
+                tl.store(dD_ptr + chunk_row + chunk, tl.sum(dD_sum))
+            if HAS_BIAS:
+                tl.store(dbias_ptr + chunk_row + chunk, tl.sum(dbias_sum))
