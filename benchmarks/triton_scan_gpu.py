@@ -3,6 +3,7 @@
     python benchmarks/triton_scan_gpu.py                   # default tiling, table of shapes
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
+    python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # N = 16 state tile work splits
 
 Times are medians from ``triton.testing.do_bench`` (forward under no_grad; forward + backward with a
 fixed cotangent). "GB/s" counts the forward's compulsory traffic: u, delta, out (and z) once each.
@@ -159,7 +160,116 @@ def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: tor
         print(f"4 x {label:16} {shape} fwd {forward:.3f} ms, f+b {both:.3f} ms", flush=True)
 
 
+# name, batch, channels (K * dim), N, L, B/C groups (K): the plain N = 16 shapes of benchmarks/scan_gpu.py
+STATE_SHAPES = [
+    ("SegMamba 3D S1", 2, 3 * 96, 16, 262144, 3),
+    ("SegMamba 3D S2", 2, 3 * 192, 16, 32768, 3),
+    ("VMamba-T S1 N16", 64, 4 * 96, 16, 3136, 4),
+    ("Vim-S", 64, 2 * 768, 16, 197, 2),
+]
+
+# (label, state tiling, chunk-parallel: None = by size); "channel tiles" runs N = 16 on the kernels of kernels.py.
+StateTiling = triton_scan.StateTiling
+STATE_SWEEP = [
+    ("default", None, None),
+    ("channel tiles", "channel", None),
+    ("32/1w sequential", StateTiling(32, 1, 32, 1), False),
+    ("32/1w parallel", StateTiling(32, 1, 32, 1), True),
+    ("32/2w", StateTiling(32, 2, 32, 2), None),
+    ("64/2w", StateTiling(64, 2, 64, 2), None),
+    ("128/4w", StateTiling(128, 4, 128, 4), None),
+    ("64/1w", StateTiling(64, 1, 64, 1), None),
+    ("128/4w fwd, 32/1w bwd", StateTiling(128, 4, 32, 1), None),
+]
+
+
+def grouped_inputs(batch, channels, state, length, groups, dtype, seed=0) -> dict:
+    """Leaf tensors of a plain scan with B and C in ``groups`` groups (the K directions of a multi-direction scan)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
+
+    return dict(
+        u=randn(batch, channels, length),
+        delta=randn(batch, channels, length, scale=0.5, shift=-3.0),
+        A=(-torch.exp(torch.rand(channels, state, device="cuda", generator=gen) * 2.0)).requires_grad_(),
+        B=randn(batch, groups, state, length),
+        C=randn(batch, groups, state, length),
+        D=randn(channels, dt=torch.float32),
+        delta_bias=randn(channels, dt=torch.float32),
+        delta_softplus=True,
+    )
+
+
+def set_state_tiling(tiling: StateTiling | str | None, parallel: bool | None) -> None:
+    """Use a state tiling (None: the default; "channel": the (channel, token) kernels for every N)."""
+    triton_scan.STATE_TILES_FROM_N = 1 << 20 if tiling == "channel" else DEFAULT_STATE_TILES_FROM_N
+    triton_scan.STATE_TILING = tiling if isinstance(tiling, StateTiling) else DEFAULT_STATE_TILING
+    triton_scan.CHUNK_PARALLEL = parallel
+
+
+GRADIENT_INPUTS = ("u", "delta", "B", "C")
+
+
+def max_rel_error(inputs: dict, dtype: torch.dtype) -> float:
+    """Max relative error of the output and the u, delta, B, C gradients of the Triton scan on the first 2048
+    tokens of ``inputs`` (inputs in ``dtype``), against the float64 chunked torch backend."""
+
+    def leaf(key, value, to):
+        if not isinstance(value, torch.Tensor):
+            return value
+        value = value[..., :2048] if key in GRADIENT_INPUTS else value
+        return value.detach().to(to if key in GRADIENT_INPUTS else torch.float32).requires_grad_()
+
+    def run(scan, to):
+        args = {k: leaf(k, v, to) for k, v in inputs.items()}
+        if to == torch.float64:
+            args = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+        out = scan(**args)
+        return [out, *torch.autograd.grad(out, [args[k] for k in GRADIENT_INPUTS], torch.ones_like(out))]
+
+    want = run(selective_scan_chunked, torch.float64)
+    got = run(selective_scan_triton, dtype)
+    return max(((g.double() - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want))
+
+
+def time_forward_backward(inputs: dict) -> tuple[float, float]:
+    """(forward ms under no_grad, backward ms: torch.autograd.grad on a retained graph)."""
+    leaves = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
+    with torch.no_grad():
+        forward = triton.testing.do_bench(lambda: selective_scan_triton(**inputs), warmup=10, rep=50)
+    out = selective_scan_triton(**inputs)
+    cotangent = torch.randn_like(out)
+    backward = triton.testing.do_bench(
+        lambda: torch.autograd.grad(out, leaves, cotangent, retain_graph=True), warmup=5, rep=50
+    )
+    return forward, backward
+
+
+def state_sweep(dtypes: list[torch.dtype], budget_s: float) -> None:
+    """Forward and backward of the plain N = 16 shapes per state tiling, each checked against the float64 chunked
+    torch backend on its first 2048 tokens."""
+    start = time.perf_counter()
+    print(f"{'shape':18} {'dtype':9} {'tiling':24} {'fwd ms':>8} {'bwd ms':>8} {'max rel err':>12}")
+    for dtype in dtypes:
+        for name, batch, channels, state, length, groups in STATE_SHAPES:
+            inputs = grouped_inputs(batch, channels, state, length, groups, dtype)
+            for label, tiling, parallel in STATE_SWEEP:
+                if time.perf_counter() - start > budget_s:
+                    print("budget spent", flush=True)
+                    set_state_tiling(None, None)
+                    return
+                set_state_tiling(tiling, parallel)
+                err = max_rel_error(inputs, dtype)
+                forward, backward = time_forward_backward(inputs)
+                print(f"{name:18} {str(dtype)[6:]:9} {label:24} {forward:8.3f} {backward:8.3f} {err:12.2e}", flush=True)
+    set_state_tiling(None, None)
+
+
 DEFAULT_TILINGS = triton_scan.TILINGS
+DEFAULT_STATE_TILING = triton_scan.STATE_TILING
+DEFAULT_STATE_TILES_FROM_N = triton_scan.STATE_TILES_FROM_N
 
 
 def set_tiling(tiling: Tiling | None, parallel: bool | None) -> None:
@@ -175,6 +285,7 @@ def main() -> None:
     parser.add_argument(
         "--direction-kinds", action="store_true", help="time only the fused scan per direction kind (VMamba-T S1)"
     )
+    parser.add_argument("--state-sweep", action="store_true", help="time only the N = 16 state tilings")
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop sweeping after this many seconds")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
@@ -182,6 +293,9 @@ def main() -> None:
     header = f"{'shape':24} {'tiling':14} {'fwd ms':>8} {'GB/s':>6} {'fwd+bwd ms':>11}"
     print(f"{header} {'torch fwd':>10} {'torch f+b':>10}")
     start = time.perf_counter()
+    if args.state_sweep:
+        state_sweep([torch.float32, torch.bfloat16], args.budget_s)
+        return
     if args.direction_kinds:
         for dtype in (torch.float32, torch.bfloat16):
             time_direction_kinds(64, 96, 56, 1, dtype)

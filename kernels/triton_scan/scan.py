@@ -56,11 +56,12 @@ TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(2048, 1, 8, 1, 16)}
 
 
 class StateTiling(NamedTuple):
-    """Work split of the (state, token) tile kernels (``state_kernels.py``): tokens per register tile,
-    warps per program (one channel row each)."""
+    """Work split of the (state, token) tile kernels (``state_kernels.py``), forward and backward: tokens per
+    register tile (a power of two), warps per program (one channel row each)."""
 
-    tile_len: int
+    forward_tile: int
     forward_warps: int
+    backward_tile: int
     backward_warps: int
 
 
@@ -68,7 +69,7 @@ STATE_TILES_FROM_N = 2
 """Smallest N served by the (state, token) tile kernels; smaller N (and TRANSPOSED directions) by the (channel,
 token) tile kernels."""
 
-STATE_TILING = StateTiling(32, 1, 1)
+STATE_TILING = StateTiling(32, 1, 32, 1)
 """The (state, token) tiling; its chunks (saved states) are those of ``TILINGS``. Chosen from the sm_90 compile
 reports of the candidates (registers, spills, instructions per state element) until a GPU sweep
 (benchmarks/triton_scan_gpu.py --state-sweep) measures them: one warp per program keeps every reduction and scan
@@ -150,10 +151,9 @@ class _Geometry:
         """The tiling's chunk length, or the next power of two of L for shorter sequences."""
         return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
 
-    @property
-    def tile_len(self) -> int:
-        """Tokens per register tile of the (state, token) tile kernels: a divisor of the chunk."""
-        return min(STATE_TILING.tile_len, self.chunk_len)
+    def tile_len(self, tile: int) -> int:
+        """Tokens per register tile of the (state, token) tile kernels: ``tile``, or the chunk if shorter."""
+        return min(tile, self.chunk_len)
 
     def launch(self, direction: Direction) -> _Launch:
         """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
@@ -261,10 +261,10 @@ def _state_tile_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int
     return (k, geom.dim, geom.length, launch.num_chunks, chunk_stride, geom.num_dirs, geom.b_groups, geom.c_groups)
 
 
-def _state_tile_flags(geom: _Geometry, launch: _Launch, k: int) -> dict:
+def _state_tile_flags(geom: _Geometry, launch: _Launch, k: int, tile: int) -> dict:
     return dict(
         N_PAD=geom.state_pad,
-        TILE_LEN=geom.tile_len,
+        TILE_LEN=geom.tile_len(tile),
         FLIP=launch.flip,
         HAS_INDEX=launch.has_index,
         ACCUMULATE=k > 0,
@@ -311,7 +311,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 MODE=mode.value,
                 num_warps=STATE_TILING.forward_warps,
-                **_state_tile_flags(geom, launches[k], k),
+                **_state_tile_flags(geom, launches[k], k, STATE_TILING.forward_tile),
                 **flags,
             )
             return
@@ -399,7 +399,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 ATOMIC_BC=atomic_bc[k],
                 MODE=mode.value,
                 num_warps=STATE_TILING.backward_warps,
-                **_state_tile_flags(geom, launches[k], k),
+                **_state_tile_flags(geom, launches[k], k, STATE_TILING.backward_tile),
                 **flags,
             )
             return

@@ -40,7 +40,7 @@ def layout(request, monkeypatch):
     if request.param != "default":
         monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
         # N > 1: chunks of two 4-token state tiles.
-        monkeypatch.setattr(triton_scan, "STATE_TILING", triton_scan.StateTiling(4, 1, 1))
+        monkeypatch.setattr(triton_scan, "STATE_TILING", triton_scan.StateTiling(4, 1, 4, 1))
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
         # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
         monkeypatch.setattr(triton_scan, "BACKWARD_ROW_STEPS", 2)

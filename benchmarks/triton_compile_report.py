@@ -1,0 +1,150 @@
+"""Compile the Triton scan kernels for sm_90 on a machine without a GPU and report what the compiler made of them.
+
+    python benchmarks/triton_compile_report.py                      # state tile kernels, N = 16, candidate tilings
+    python benchmarks/triton_compile_report.py --tilings 32/1 128/4 --dtype bfloat16 --state 16
+    python benchmarks/triton_compile_report.py --channel-tiles --state 1 --chunk 1024   # (channel, token) kernels
+
+Per kernel and work split: registers per thread, stack (spilled) bytes, shared memory, and the SASS instruction
+mix (barriers, shuffles, special-function ops, global loads and their 128-bit share, atomics, local-memory
+spills). No timing: these numbers say whether a variant is worth a GPU run (see METHOD.md in the device tool's
+notes), not how fast it is. Integer arguments divisible by 16 are marked so, as Triton's launcher does for the
+benchmark shapes (L = 262144, D = 96), which is what lets loads vectorise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+from collections import Counter
+
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+import visionssm.kernels.triton_scan.kernels as channel_kernels
+import visionssm.kernels.triton_scan.scan as triton_scan
+import visionssm.kernels.triton_scan.state_kernels as state_kernels
+
+TARGET = GPUTarget("cuda", 90, 32)
+SHOWN = ["BAR", "SHFL", "MUFU", "LDG", "LDG.128", "STG", "RED", "LDL", "STL", "LDS", "STS"]
+# Runtime integers of a SegMamba stage-1 launch (one direction).
+INTS = dict(
+    direction=0,
+    dim=96,
+    length=262144,
+    cols=1,
+    num_chunks=128,
+    chunk_stride=128,
+    num_dirs=1,
+    b_groups=3,
+    c_groups=3,
+    segment_len=96,
+    blocks_per_segment=96,
+)
+TOKEN_POINTERS = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "ddelta_ptr", "dz_ptr", "out_ptr")
+
+
+def compile_sm90(kernel, constants: dict, num_warps: int, token_type: str) -> triton.compiler.CompiledKernel:
+    """Compile ``kernel`` for sm_90 with ``constants`` as its constexprs, token tensors of ``token_type``."""
+    signature, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+            continue
+        if name.endswith("_ptr"):
+            signature[name] = "*i64" if name == "index_ptr" else token_type if name in TOKEN_POINTERS else "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[name] = "i32"
+            if INTS.get(name, 1) % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=TARGET, options={"num_warps": num_warps})
+
+
+def summarise(compiled) -> str:
+    """One line: registers, stack, shared memory and the instruction mix of the compiled kernel."""
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        usage = subprocess.run([f"{tools}/cuobjdump", "--dump-resource-usage", cubin.name], capture_output=True)
+        sass = subprocess.run([f"{tools}/cuobjdump", "--dump-sass", cubin.name], capture_output=True)
+    found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", usage.stdout.decode())
+    ops: Counter[str] = Counter()
+    for line in sass.stdout.decode().splitlines():
+        match = re.match(r"\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if match:
+            parts = match.group(1).split(".")
+            ops[parts[0]] += 1
+            if parts[0] == "LDG" and "128" in parts:
+                ops["LDG.128"] += 1
+            if parts[0] in ("REDG", "RED", "ATOMG"):
+                ops["RED"] += 1
+    regs, stack, shared = found.groups() if found else ("?", "?", "?")
+    mix = " ".join(f"{name} {ops[name]}" for name in SHOWN if ops[name])
+    return f"regs {regs:>3} stack {stack:>4} smem {shared:>5} | {mix} | {sum(ops.values())} instructions"
+
+
+def common_flags(state: int, mode: int, compute) -> dict:
+    return dict(
+        STATE=state,
+        HAS_D=True,
+        HAS_Z=False,
+        HAS_BIAS=True,
+        SOFTPLUS=True,
+        HAS_INDEX=False,
+        ACCUMULATE=False,
+        MEAN=False,
+        MODE=mode,
+        COMPUTE=compute,
+        FLIP=False,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tilings", nargs="+", default=["32/1", "32/2", "64/1", "64/2", "128/4"], help="TILE/WARPS")
+    parser.add_argument("--state", type=int, default=16)
+    parser.add_argument("--chunk", type=int, default=2048)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--channel-tiles", action="store_true", help="the (channel, token) kernels instead")
+    args = parser.parse_args()
+    token_type = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}[args.dtype]
+    modes = {"sequential": 0, "summary": 1, "from-carry": 2}
+    print(f"triton {triton.__version__}, sm_90, N = {args.state}, {args.dtype}, chunk {args.chunk}")
+    for mode_name, mode in modes.items():
+        flags = common_flags(args.state, mode, tl.float32)
+        if args.channel_tiles:
+            # The warps of the tiling table entry that serves this N.
+            tiling = triton_scan._Geometry(1, 1, args.chunk, 1, args.state, 1, 1).tiling
+            flags.update(BLOCK_D=1, CHUNK_LEN=args.chunk, LAYOUT=0, P_PAD=1, VEC=1)
+            for label, kernel, extra, warps in [
+                ("forward", channel_kernels._scan_forward_kernel, {}, tiling.forward_warps),
+                (
+                    "backward",
+                    channel_kernels._scan_backward_kernel,
+                    dict(ATOMIC_BC=True, ROW_STEPS=1),
+                    tiling.backward_warps,
+                ),
+            ]:
+                compiled = compile_sm90(kernel, {**flags, **extra}, warps, token_type)
+                print(f"{label:8} {mode_name:10} {warps}w      {summarise(compiled)}", flush=True)
+            continue
+        flags.update(N_PAD=triton.next_power_of_2(args.state), CHUNK_LEN=args.chunk)
+        for tiling in args.tilings:
+            tile, warps = (int(x) for x in tiling.split("/"))
+            for label, kernel, extra in [
+                ("forward", state_kernels._state_forward_kernel, {}),
+                ("backward", state_kernels._state_backward_kernel, dict(ATOMIC_BC=True)),
+            ]:
+                compiled = compile_sm90(kernel, {**flags, **extra, "TILE_LEN": tile}, warps, token_type)
+                print(f"{label:8} {mode_name:10} {tiling:8} {summarise(compiled)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
