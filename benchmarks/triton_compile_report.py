@@ -4,11 +4,13 @@
     python benchmarks/triton_compile_report.py --tilings 32/1 128/4 --dtype bfloat16 --state 16
     python benchmarks/triton_compile_report.py --channel-tiles --state 1 --chunk 1024   # (channel, token) kernels
 
-Per kernel and work split: registers per thread, stack (spilled) bytes, shared memory, and the SASS instruction
+Per kernel and work split: registers per thread, stack (spilled) bytes, shared memory, the SASS instruction
 mix (barriers, shuffles, special-function ops, global loads and their 128-bit share, atomics, local-memory
-spills). No timing: these numbers say whether a variant is worth a GPU run (see METHOD.md in the device tool's
-notes), not how fast it is. Integer arguments divisible by 16 are marked so, as Triton's launcher does for the
-benchmark shapes (L = 262144, D = 96), which is what lets loads vectorise.
+spills), and the warp instructions the kernel's innermost loops issue per (state, token) element: the issue
+work per element, which bounds a latency-free run at about elements x that / (SMs x 4 schedulers x clock).
+No timing: these numbers say whether a variant is worth a GPU run, not how fast it is. Integer arguments
+divisible by 16 are marked so, as Triton's launcher does for the benchmark shapes (L = 262144, D = 96), which
+is what lets loads vectorise.
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ def compile_sm90(kernel, constants: dict, num_warps: int, token_type: str) -> tr
     return triton.compile(source, target=TARGET, options={"num_warps": num_warps})
 
 
-def summarise(compiled) -> str:
-    """One line: registers, stack, shared memory and the instruction mix of the compiled kernel."""
+def summarise(compiled, warps: int, elements: int) -> str:
+    """One line: registers, stack, shared memory and the instruction mix of the compiled kernel, and the warp
+    instructions its innermost loops (or, without loops, the whole kernel) issue per (state, token) element, for
+    ``elements`` elements per loop trip."""
     tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
@@ -87,7 +91,23 @@ def summarise(compiled) -> str:
                 ops["RED"] += 1
     regs, stack, shared = found.groups() if found else ("?", "?", "?")
     mix = " ".join(f"{name} {ops[name]}" for name in SHOWN if ops[name])
-    return f"regs {regs:>3} stack {stack:>4} smem {shared:>5} | {mix} | {sum(ops.values())} instructions"
+    loops = innermost_loops(sass.stdout.decode()) or [sum(ops.values())]
+    per_element = sum(loops) * warps / elements
+    return f"regs {regs:>3} stack {stack:>4} smem {shared:>5} | {mix} | {per_element:.2f} per element"
+
+
+def innermost_loops(sass: str) -> list[int]:
+    """Instruction counts of the loops (backward branches) that contain no other loop, in code order: the work
+    of one tile (state tile kernels) or one chunk (channel tile kernels) per warp."""
+    address = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z])")
+    branch = re.compile(r"/\*([0-9a-f]{4,})\*/.*\bBRA (?:`\()?(0x[0-9a-f]+|\.L_x_\d+)")
+    addresses = [int(m.group(1), 16) for m in map(address.search, sass.splitlines()) if m]
+    spans = []
+    for m in map(branch.search, sass.splitlines()):
+        if m and m.group(2).startswith("0x") and int(m.group(2), 16) < int(m.group(1), 16):
+            spans.append((int(m.group(2), 16), int(m.group(1), 16)))
+    inner = [(lo, hi) for lo, hi in spans if not any(lo <= a < b <= hi and (a, b) != (lo, hi) for a, b in spans)]
+    return [sum(lo <= a <= hi for a in addresses) for lo, hi in sorted(inner)]
 
 
 def common_flags(state: int, mode: int, compute) -> dict:
@@ -133,7 +153,8 @@ def main() -> None:
                 ),
             ]:
                 compiled = compile_sm90(kernel, {**flags, **extra}, warps, token_type)
-                print(f"{label:8} {mode_name:10} {warps}w      {summarise(compiled)}", flush=True)
+                report = summarise(compiled, warps, args.state * args.chunk)
+                print(f"{label:8} {mode_name:10} {warps:>2}w      {report}", flush=True)
             continue
         flags.update(N_PAD=triton.next_power_of_2(args.state), CHUNK_LEN=args.chunk)
         for tiling in args.tilings:
@@ -143,7 +164,8 @@ def main() -> None:
                 ("backward", state_kernels._state_backward_kernel, dict(ATOMIC_BC=True)),
             ]:
                 compiled = compile_sm90(kernel, {**flags, **extra, "TILE_LEN": tile}, warps, token_type)
-                print(f"{label:8} {mode_name:10} {tiling:8} {summarise(compiled)}", flush=True)
+                report = summarise(compiled, warps, args.state * tile)
+                print(f"{label:8} {mode_name:10} {tiling:8} {report}", flush=True)
 
 
 if __name__ == "__main__":
