@@ -67,11 +67,24 @@ def _linear_combine(decay_first, value_first, decay_second, value_second):
 
 @triton.jit
 def _softplus(x):
-    """softplus with torch's threshold 20; log1p(e) computed exactly as log(1 + e) * e / ((1 + e) - 1)."""
-    e = tl.exp(x)
-    one_plus = 1.0 + e
-    log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * e / (one_plus - 1.0))
-    return tl.where(x > 20.0, x, log1p)
+    """softplus with torch's threshold 20 (x above it passes through).
+
+    float32: max(x, 0) + log1p(t), t = exp(-|x|) in (0, 1], with log1p(t) = 2 atanh(s), s = t / (2 + t) <= 1/3,
+    summed to s^15 (truncation below 2e-8): one exp, one division and eight multiply-adds, where an accurate
+    log costs a polynomial of its own; within 4e-7 of float64 softplus over all x (as the log form is).
+    float64: log1p(e) as log(1 + e) * e / ((1 + e) - 1), exact to rounding."""
+    if x.dtype == tl.float64:
+        e = tl.exp(x)
+        one_plus = 1.0 + e
+        log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * e / (one_plus - 1.0))
+        return tl.where(x > 20.0, x, log1p)
+    t = tl.exp(-tl.abs(x))
+    s = t / (2.0 + t)
+    s2 = s * s
+    series = 1.0 / 15.0
+    for inverse in tl.static_range(13, 0, -2):
+        series = series * s2 + 1.0 / inverse
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + 2.0 * s * series)
 
 
 @triton.jit

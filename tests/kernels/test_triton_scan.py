@@ -19,12 +19,16 @@ pytest.importorskip("triton")
 if sys.platform != "linux" and not torch.cuda.is_available():
     pytest.skip("the Triton interpreter is only exercised on Linux", allow_module_level=True)
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 import visionssm.kernels.triton_scan.scan as triton_scan  # noqa: E402
 from scan_problems import ScanProblem, make_problem  # noqa: E402
 from visionssm.errors import BackendUnavailableError  # noqa: E402
 from visionssm.kernels import multi_scan, selective_scan, selective_scan_chunked, selective_scan_ref  # noqa: E402
 from visionssm.kernels.backends import resolve_backend  # noqa: E402
 from visionssm.kernels.triton_scan import selective_scan_triton  # noqa: E402
+from visionssm.kernels.triton_scan.kernels import _softplus  # noqa: E402
 from visionssm.scans import available_scans, scan_plan  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,6 +115,26 @@ def test_triton_softplus_threshold():
     B = C = torch.ones(1, 1, 4, dtype=torch.float64, device=DEVICE)
     got = selective_scan_triton(u, delta, A, B, C, delta_softplus=True)
     torch.testing.assert_close(got, selective_scan_ref(u, delta, A, B, C, delta_softplus=True), rtol=1e-12, atol=0)
+
+
+@triton.jit
+def softplus_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    """y = the scan kernels' softplus of x, (n,)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + offsets, _softplus(tl.load(x_ptr + offsets, mask=offsets < n)), mask=offsets < n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_triton_softplus_accuracy(dtype):
+    """The kernels' softplus (a short atanh series in float32) against torch's in float64, over every regime:
+    exp(x) below float32 resolution, the bend near 0, large x and the threshold at 20."""
+    x = torch.cat([torch.linspace(-40.0, 25.0, 20001, dtype=dtype), torch.tensor([20.0, 20.5], dtype=dtype)])
+    x = x.to(DEVICE)
+    y = torch.empty_like(x)
+    softplus_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+    want = torch.nn.functional.softplus(x.double())
+    assert ((y.double() - want).abs() / want).max().item() < (1e-6 if dtype == torch.float32 else 1e-14)
+    assert y[-2].item() == pytest.approx(float(want[-2]), rel=1e-6) and y[-1].item() == 20.5
 
 
 def test_triton_backend_selection(monkeypatch):
