@@ -57,7 +57,8 @@ TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(2048, 1, 8, 1, 16)}
 
 class StateTiling(NamedTuple):
     """Work split of the (state, token) tile kernels (``state_kernels.py``), forward and backward: tokens per
-    register tile (a power of two), warps per program (one channel row each)."""
+    register tile (a power of two), warps per program (one channel row each) for N <= 16 (see
+    ``_Geometry.state_warps``)."""
 
     forward_tile: int
     forward_warps: int
@@ -154,6 +155,11 @@ class _Geometry:
     def tile_len(self, tile: int) -> int:
         """Tokens per register tile of the (state, token) tile kernels: ``tile``, or the chunk if shorter."""
         return min(tile, self.chunk_len)
+
+    def state_warps(self, warps: int) -> int:
+        """Warps per program of the (state, token) tile kernels: ``warps`` (set for N <= 16) times N_PAD / 16, which
+        keeps the elements per thread, and so the registers, of N = 16 (N = 64 in one warp spills)."""
+        return warps * max(1, self.state_pad // 16)
 
     def launch(self, direction: Direction) -> _Launch:
         """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
@@ -310,7 +316,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 decay_sum,
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 MODE=mode.value,
-                num_warps=STATE_TILING.forward_warps,
+                num_warps=geom.state_warps(STATE_TILING.forward_warps),
                 **_state_tile_flags(geom, launches[k], k, STATE_TILING.forward_tile),
                 **flags,
             )
@@ -398,7 +404,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 ATOMIC_BC=atomic_bc[k],
                 MODE=mode.value,
-                num_warps=STATE_TILING.backward_warps,
+                num_warps=geom.state_warps(STATE_TILING.backward_warps),
                 **_state_tile_flags(geom, launches[k], k, STATE_TILING.backward_tile),
                 **flags,
             )

@@ -94,6 +94,7 @@ CASES = [
     (torch.float32, 2, 4, 1, 1, None, ALL),
     (torch.float32, 1, 6, 16, 29, 3, NONE),
     (torch.float32, 2, 4, 2, 45, 1, dict(with_D=False, with_bias=False)),
+    (torch.float32, 1, 2, 40, 23, None, ALL),  # N_PAD 64: four warps per state tile program on a GPU
     (torch.float16, 2, 4, 2, 37, None, ALL),
     (torch.float16, 1, 8, 1, 33, 4, dict(with_z=False, softplus=False)),
     (torch.bfloat16, 1, 4, 16, 19, 2, dict(with_z=False)),
@@ -124,6 +125,8 @@ def softplus_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     tl.store(y_ptr + offsets, _softplus(tl.load(x_ptr + offsets, mask=offsets < n)), mask=offsets < n)
 
 
+# The interpreter evaluates both branches of the float64 form's tl.where, 0 / 0 included where exp(x) << 1.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_triton_softplus_accuracy(dtype):
     """The kernels' softplus (a short atanh series in float32) against torch's in float64, over every regime:
