@@ -1,7 +1,7 @@
 """Triton kernels of the selective scan for N > 1 over (state, token) tiles: one channel row per program.
 
-The kernels of ``kernels.py`` keep (channels, tokens) tiles and run one scan per state index n; with N = 16 that is
-sixteen scans of a long chunk per chunk, each crossing warps. Here a program owns one channel row of one direction
+The kernels of ``kernels.py`` keep (channels, tokens) tiles of a whole chunk and run one scan per state index n:
+with N = 16, sixteen scans per chunk, each crossing warps. Here a program owns one channel row of one direction
 and walks its tokens in tiles of TILE_LEN slots, each an (N_PAD, TILE_LEN) register tile of every state index at
 once: one ``tl.associative_scan`` along the slots per tile, the state carried from tile to tile in registers, the
 output a sum over the state axis. Layouts, modes (SEQUENTIAL, SUMMARY, FROM_CARRY), the saved states (one per
@@ -100,7 +100,7 @@ def _last_slot(tile):
 @triton.jit
 def _tile_summary(steps, values, rows, A2, AFTER: tl.constexpr):
     """(sum of steps, sum_t exp(A * sum of steps over the slots after t (AFTER) or before t) * values_t *
-    rows[:, t]) of one tile: its affine map of the state, with no scan of the state (every exponent <= 0).
+    rows[:, t]) of one tile: its affine map of the state, with no scan of the state (exponents <= 0 for steps >= 0).
     A2 = A * log2(e), (N_PAD, 1); steps, values (1, TILE_LEN); rows (N_PAD, TILE_LEN). Returns (a scalar,
     (N_PAD, 1)).
 
@@ -126,7 +126,8 @@ def _output_grad(
     COMPUTE: tl.constexpr,
 ):
     """(dy, the gradient entering the scan's output: dout, divided by K for MEAN, times the gate z * sigmoid(z)
-    with HAS_Z; dout after MEAN; z; sigmoid(z)) at the given token positions, each (1, TILE_LEN)."""
+    with HAS_Z; dout after MEAN; z; sigmoid(z)) at the given token positions, each (1, TILE_LEN). Without HAS_Z
+    the last two are placeholders (dout)."""
     dout = tl.load(dout_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
     if MEAN:
         dout = dout * (1.0 / tl.cast(num_dirs, COMPUTE))
@@ -143,8 +144,8 @@ def _output_grad(
 @triton.jit
 def _channel_rows(direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE: tl.constexpr):
     """Offsets of this program's channel row (program_id(0) = batch * dim + channel) in direction ``direction``:
-    (batch, channel, parameter row of A/D/delta_bias, shared (Bt, D, L) row, delta row, row n = 0 of its B group
-    and of its C group, row of the per-chunk tensors (times N for states))."""
+    (its row of A/D/delta_bias, of the shared (Bt, D, L) tensors, of delta, row n = 0 of its B group and of its C
+    group, its row of the per-chunk tensors (times N for states))."""
     row = tl.program_id(0)
     batch = (row // dim).to(tl.int64)
     channel = row % dim
