@@ -436,7 +436,8 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
         for k in range(geom.num_dirs):
             launch(k, launches[k].num_chunks, FROM_CARRY, carried, decay_sum)
     else:
-        carry = torch.empty_like(states)
+        # State tile programs carry dh in registers; channel tile programs pass it to the previous chunk in memory.
+        carry = states if all(launch.state_tiles for launch in launches) else torch.empty_like(states)
         for k in range(geom.num_dirs):
             launch(k, 1, SEQUENTIAL, carry, states)
     return (

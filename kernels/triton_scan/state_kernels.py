@@ -25,6 +25,7 @@ from .kernels import (
     LOG2E,
     SEQUENTIAL,
     SUMMARY,
+    _channel_params,
     _chunk_range,
     _group_rows,
     _linear_combine,
@@ -158,14 +159,6 @@ def _channel_rows(direction, dim, length, chunk_stride, num_dirs, b_groups, c_gr
 
 
 @triton.jit
-def _channel_scalars(D_ptr, bias_ptr, param_row, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE: tl.constexpr):
-    """(D, delta_bias) of the program's channel, 0 where absent."""
-    skip = tl.load(D_ptr + param_row).to(COMPUTE) if HAS_D else 0.0
-    bias = tl.load(bias_ptr + param_row).to(COMPUTE) if HAS_BIAS else 0.0
-    return skip, bias
-
-
-@triton.jit
 def _tile_count(chunk, length, CHUNK_LEN: tl.constexpr, TILE_LEN: tl.constexpr):
     """Tiles of the chunk that hold at least one token."""
     return tl.minimum(CHUNK_LEN // TILE_LEN, tl.cdiv(length - chunk * CHUNK_LEN, TILE_LEN))
@@ -220,7 +213,7 @@ def _state_forward_kernel(
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE
     A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
-    skip, bias = _channel_scalars(D_ptr, bias_ptr, param_row, HAS_D, HAS_BIAS, COMPUTE)
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
     first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
     h = tl.full((N_PAD, 1), 0, COMPUTE)
     for chunk in range(first_chunk, end_chunk):
@@ -330,7 +323,7 @@ def _state_backward_kernel(
     state_mask = state_n < STATE
     A = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE)
     A2 = A * LOG2E
-    skip, bias = _channel_scalars(D_ptr, bias_ptr, param_row, HAS_D, HAS_BIAS, COMPUTE)
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
     TILES: tl.constexpr = CHUNK_LEN // TILE_LEN
     # Entry states of the chunk's tiles, one column per tile.
     tile_ids = tl.arange(0, TILES)[None, :]
