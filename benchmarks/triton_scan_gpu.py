@@ -44,8 +44,11 @@ TILINGS = [
 ]
 
 
-def make_inputs(batch, dim, state, length, dtype, with_z, seed=0):
+def make_inputs(batch, dim, state, length, dtype, with_z, seed=0, groups=None):
+    """Inputs of a plain scan; B and C shared by all channels, or in ``groups`` groups (the K directions of a
+    multi-direction scan)."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
+    bc_shape = (batch, state, length) if groups is None else (batch, groups, state, length)
 
     def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
         return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt)
@@ -54,8 +57,8 @@ def make_inputs(batch, dim, state, length, dtype, with_z, seed=0):
         u=randn(batch, dim, length),
         delta=randn(batch, dim, length, scale=0.5, shift=-3.0),
         A=-torch.exp(torch.rand(dim, state, device="cuda", generator=gen) * 2.0),
-        B=randn(batch, state, length),
-        C=randn(batch, state, length),
+        B=randn(*bc_shape),
+        C=randn(*bc_shape),
         D=torch.ones(dim, device="cuda"),
         z=randn(batch, dim, length) if with_z else None,
         delta_bias=torch.zeros(dim, device="cuda"),
@@ -183,25 +186,6 @@ STATE_SWEEP = [
 ]
 
 
-def grouped_inputs(batch, channels, state, length, groups, dtype, seed=0) -> dict:
-    """Leaf tensors of a plain scan with B and C in ``groups`` groups (the K directions of a multi-direction scan)."""
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-
-    def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
-        return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
-
-    return dict(
-        u=randn(batch, channels, length),
-        delta=randn(batch, channels, length, scale=0.5, shift=-3.0),
-        A=(-torch.exp(torch.rand(channels, state, device="cuda", generator=gen) * 2.0)).requires_grad_(),
-        B=randn(batch, groups, state, length),
-        C=randn(batch, groups, state, length),
-        D=randn(channels, dt=torch.float32),
-        delta_bias=randn(channels, dt=torch.float32),
-        delta_softplus=True,
-    )
-
-
 def set_state_tiling(tiling: StateTiling | str | None, parallel: bool | None) -> None:
     """Use a state tiling (None: the default; "channel": the (channel, token) kernels for every N)."""
     triton_scan.STATE_TILES_FROM_N = 1 << 20 if tiling == "channel" else DEFAULT_STATE_TILES_FROM_N
@@ -236,9 +220,10 @@ def max_rel_error(inputs: dict, dtype: torch.dtype) -> float:
 
 def time_forward_backward(inputs: dict) -> tuple[float, float]:
     """(forward ms under no_grad, backward ms: torch.autograd.grad on a retained graph)."""
-    leaves = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
     with torch.no_grad():
         forward = triton.testing.do_bench(lambda: selective_scan_triton(**inputs), warmup=10, rep=50)
+    inputs = {k: v.detach().requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    leaves = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
     out = selective_scan_triton(**inputs)
     cotangent = torch.randn_like(out)
     backward = triton.testing.do_bench(
@@ -254,7 +239,7 @@ def state_sweep(dtypes: list[torch.dtype], budget_s: float) -> None:
     print(f"{'shape':18} {'dtype':9} {'tiling':24} {'fwd ms':>8} {'bwd ms':>8} {'max rel err':>12}")
     for dtype in dtypes:
         for name, batch, channels, state, length, groups in STATE_SHAPES:
-            inputs = grouped_inputs(batch, channels, state, length, groups, dtype)
+            inputs = make_inputs(batch, channels, state, length, dtype, False, groups=groups)
             for label, tiling, parallel in STATE_SWEEP:
                 if time.perf_counter() - start > budget_s:
                     print("budget spent", flush=True)
