@@ -136,7 +136,10 @@ def test_triton_softplus_accuracy(dtype):
     y = torch.empty_like(x)
     softplus_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
     want = torch.nn.functional.softplus(x.double())
-    assert ((y.double() - want).abs() / want).max().item() < (1e-6 if dtype == torch.float32 else 1e-14)
+    # A GPU's float32 exp is 2^(x log2 e) in hardware: the rounding of that product alone puts up to |x| 2^-23 of
+    # relative error into exp(x) (softplus(x) ~ exp(x) for x << 0); the interpreter's numpy exp has none of it.
+    bound = 1e-6 + x.double().abs() * 2.0**-22 if dtype == torch.float32 else torch.full_like(want, 1e-14)
+    assert ((y.double() - want).abs() / want <= bound).all()
     assert y[-2].item() == pytest.approx(float(want[-2]), rel=1e-6) and y[-1].item() == 20.5
 
 
