@@ -50,8 +50,11 @@ INTS = dict(
 TOKEN_POINTERS = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "ddelta_ptr", "dz_ptr", "out_ptr")
 
 
-def compile_sm90(kernel, constants: dict, num_warps: int, token_type: str) -> triton.compiler.CompiledKernel:
-    """Compile ``kernel`` for sm_90 with ``constants`` as its constexprs, token tensors of ``token_type``."""
+def compile_sm90(
+    kernel, constants: dict, num_warps: int, token_type: str, max_registers: int | None = None
+) -> triton.compiler.CompiledKernel:
+    """Compile ``kernel`` for sm_90 with ``constants`` as its constexprs, token tensors of ``token_type``, at most
+    ``max_registers`` registers per thread (ptxas's -maxnreg)."""
     signature, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in constants:
@@ -65,7 +68,7 @@ def compile_sm90(kernel, constants: dict, num_warps: int, token_type: str) -> tr
             if INTS.get(name, 1) % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
-    return triton.compile(source, target=TARGET, options={"num_warps": num_warps})
+    return triton.compile(source, target=TARGET, options={"num_warps": num_warps, "maxnreg": max_registers})
 
 
 def summarise(compiled, warps: int, elements: int) -> str:
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--channel-tiles", action="store_true", help="the (channel, token) kernels instead")
+    parser.add_argument("--max-registers", type=int, help="backward: registers per thread at most (ptxas spills)")
     args = parser.parse_args()
     token_type = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}[args.dtype]
     modes = {"sequential": 0, "summary": 1, "from-carry": 2}
@@ -159,11 +163,17 @@ def main() -> None:
         flags.update(N_PAD=triton.next_power_of_2(args.state), CHUNK_LEN=args.chunk)
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
-            for label, kernel, extra in [
-                ("forward", state_kernels._state_forward_kernel, {}),
-                ("backward", state_kernels._state_backward_kernel, dict(ATOMIC_BC=True)),
+            for label, kernel, extra, max_registers in [
+                ("forward", state_kernels._state_forward_kernel, {}, None),
+                (
+                    "backward",
+                    state_kernels._state_backward_kernel,
+                    dict(ATOMIC_BC=True),
+                    args.max_registers,
+                ),
             ]:
-                compiled = compile_sm90(kernel, {**flags, **extra, "TILE_LEN": tile}, warps, token_type)
+                constants = {**flags, **extra, "TILE_LEN": tile}
+                compiled = compile_sm90(kernel, constants, warps, token_type, max_registers)
                 report = summarise(compiled, warps, args.state * tile)
                 print(f"{label:8} {mode_name:10} {tiling:8} {report}", flush=True)
 

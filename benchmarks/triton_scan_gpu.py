@@ -178,11 +178,10 @@ STATE_SWEEP = [
     ("channel tiles", "channel", None),
     ("32/1w sequential", StateTiling(32, 1, 32, 1), False),
     ("32/1w parallel", StateTiling(32, 1, 32, 1), True),
-    ("32/2w", StateTiling(32, 2, 32, 2), None),
-    ("64/2w", StateTiling(64, 2, 64, 2), None),
-    ("128/4w", StateTiling(128, 4, 128, 4), None),
     ("64/1w", StateTiling(64, 1, 64, 1), None),
-    ("128/4w fwd, 32/1w bwd", StateTiling(128, 4, 32, 1), None),
+    ("32/1w, bwd <= 192 regs", StateTiling(32, 1, 32, 1, 192), None),
+    ("32/1w, bwd <= 168 regs", StateTiling(32, 1, 32, 1, 168), None),
+    ("32/1w, bwd <= 128 regs", StateTiling(32, 1, 32, 1, 128), None),
 ]
 
 

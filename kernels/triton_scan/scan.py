@@ -58,12 +58,14 @@ TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(2048, 1, 8, 1, 16)}
 class StateTiling(NamedTuple):
     """Work split of the (state, token) tile kernels (``state_kernels.py``), forward and backward: tokens per
     register tile (a power of two), warps per program (one channel row each) for N <= 16 (see
-    ``_Geometry.state_warps``)."""
+    ``_Geometry.state_warps``); for the backward also a cap on registers per thread (ptxas spills above it; None:
+    no cap)."""
 
     forward_tile: int
     forward_warps: int
     backward_tile: int
     backward_warps: int
+    backward_max_registers: int | None = None
 
 
 STATE_TILES_FROM_N = 2
@@ -405,6 +407,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 ATOMIC_BC=atomic_bc[k],
                 MODE=mode.value,
                 num_warps=geom.state_warps(STATE_TILING.backward_warps),
+                maxnreg=STATE_TILING.backward_max_registers,
                 **_state_tile_flags(geom, launches[k], k, STATE_TILING.backward_tile),
                 **flags,
             )

@@ -353,8 +353,9 @@ def _state_backward_kernel(
                 B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
                 tile_dt, tile_input = _tile_summary(dt, dt * u, B, A2, True)
                 h = tl.exp2(A2 * tile_dt) * h + tile_input
-            # Per-slot partial sums of dA, dD and ddelta_bias, reduced over the slots once per chunk.
-            dA_sum = tl.full((N_PAD, TILE_LEN), 0, COMPUTE)
+            # dA summed over each tile's slots as it goes (an (N_PAD, TILE_LEN) accumulator costs registers); dD
+            # and ddelta_bias kept per slot, reduced over the slots once per chunk.
+            dA_sum = tl.full((N_PAD, 1), 0, COMPUTE)
             dD_sum = tl.full((1, TILE_LEN), 0, COMPUTE)
             dbias_sum = tl.full((1, TILE_LEN), 0, COMPUTE)
         for tile_step in range(tiles):
@@ -376,16 +377,9 @@ def _state_backward_kernel(
                 dh = tl.exp2(A2 * tile_dt) * dh + tile_input
                 next_dt_total += tile_dt
             else:
-                u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
-                dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
-                dtu = dt * u
-                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
-                h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1, keep_dims=True)
-                drive = dtu * B
-                hs = _tile_scan(tl.exp2(dt * A2), drive, h_entry)
                 # dh_t = exp(dt_{t+1} A) dh_{t+1} + C_t dy_t, scanned over the tile's steps in reverse (slot j of
                 # these tiles is step first_step + TILE_LEN - 1 - j), then flipped into the order of the others.
+                # First, so that none of the forward tiles below is live across its scan (fewer registers).
                 back_positions, back_valid = _tile_slots(
                     index_ptr, first_step, length, False, True, FLIP, HAS_INDEX, TILE_LEN
                 )
@@ -401,6 +395,14 @@ def _state_backward_kernel(
                 back_dhs = _tile_scan(tl.exp2(back_next_dt * A2), back_dy * back_C, dh)
                 dh = _last_slot(back_dhs)
                 dhs = tl.flip(back_dhs, 1)
+                u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+                dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+                dtu = dt * u
+                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1, keep_dims=True)
+                drive = dtu * B
+                hs = _tile_scan(tl.exp2(dt * A2), drive, h_entry)
                 dy, dout, z, gate = _output_grad(
                     dout_ptr, z_ptr, shared_row, positions, valid, num_dirs, HAS_Z, MEAN, COMPUTE
                 )
@@ -408,7 +410,7 @@ def _state_backward_kernel(
                 _store_states(dC_ptr, C_row0, positions, valid, state_mask, length, hs * dy, ATOMIC_BC)
                 # exp(dt_t A) h_{t-1} = h_t - drive_t.
                 decayed = dhs * (hs - drive)
-                dA_sum += decayed * dt
+                dA_sum += tl.sum(decayed * dt, axis=1, keep_dims=True)
                 dh_B = tl.sum(dhs * B, axis=0, keep_dims=True)
                 ddt = dh_B * u + tl.sum(decayed * A, axis=0, keep_dims=True)
                 du = dh_B * dt
@@ -434,7 +436,7 @@ def _state_backward_kernel(
             tl.store(carry_ptr + state_offsets, dh, mask=state_mask)
             tl.store(decay_sum_ptr + chunk_row + chunk, next_dt_total)
         else:
-            tl.store(dA_ptr + state_offsets, tl.sum(dA_sum, axis=1, keep_dims=True), mask=state_mask)
+            tl.store(dA_ptr + state_offsets, dA_sum, mask=state_mask)
             if HAS_D:
                 tl.store(dD_ptr + chunk_row + chunk, tl.sum(dD_sum))
             if HAS_BIAS:
