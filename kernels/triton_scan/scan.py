@@ -72,11 +72,13 @@ STATE_TILES_FROM_N = 2
 """Smallest N served by the (state, token) tile kernels; smaller N (and TRANSPOSED directions) by the (channel,
 token) tile kernels."""
 
-STATE_TILING = StateTiling(32, 1, 32, 1)
-"""The (state, token) tiling; its chunks (saved states) are those of ``TILINGS``. Chosen from the sm_90 compile
-reports of the candidates (registers, spills, instructions per state element) until a GPU sweep
-(benchmarks/triton_scan_gpu.py --state-sweep) measures them: one warp per program keeps every reduction and scan
-inside the warp, and 32-token tiles of N = 16 states fit its registers without spills."""
+STATE_TILING = StateTiling(32, 1, 32, 1, 168)
+"""The (state, token) tiling; its chunks (saved states) are those of ``TILINGS``. From the H200 sweep
+(benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one warp per program keeps every reduction and
+scan inside the warp, and 32-token tiles beat 64 and wider programs in the forward. The backward left uncapped takes
+255 registers (8 one-warp programs per SM) and still spills; capped at 168 it spills a little more but runs 12
+programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more than the
+occupancy gains)."""
 
 STATE_PARALLEL_BELOW_ROWS_PER_SM = 16
 """State tile kernels: chunk-parallel launches when there are fewer channel rows (programs) than this many per SM."""
