@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--channel-tiles", action="store_true", help="the (channel, token) kernels instead")
     parser.add_argument("--max-registers", type=int, help="backward: registers per thread at most (ptxas spills)")
+    parser.add_argument("--stages", type=int, default=1, help="state tile forward: software-pipelining stages")
     args = parser.parse_args()
     token_type = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}[args.dtype]
     modes = {"sequential": 0, "summary": 1, "from-carry": 2}
@@ -164,7 +165,7 @@ def main() -> None:
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
             for label, kernel, extra, max_registers in [
-                ("forward", state_kernels._state_forward_kernel, {}, None),
+                ("forward", state_kernels._state_forward_kernel, dict(NUM_STAGES=args.stages), None),
                 (
                     "backward",
                     state_kernels._state_backward_kernel,

@@ -3,7 +3,8 @@
     python benchmarks/triton_scan_gpu.py                   # default tiling, table of shapes
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
-    python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # N = 16 state tile work splits
+    python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # state tile work splits, N = 16 and 1
+    python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name contains N1
 
 Times are medians from ``triton.testing.do_bench`` (forward under no_grad; forward + backward with a
 fixed cotangent). "GB/s" counts the forward's compulsory traffic: u, delta, out (and z) once each.
@@ -163,32 +164,47 @@ def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: tor
         print(f"4 x {label:16} {shape} fwd {forward:.3f} ms, f+b {both:.3f} ms", flush=True)
 
 
-# name, batch, channels (K * dim), N, L, B/C groups (K): the plain N = 16 shapes of benchmarks/scan_gpu.py
+# name, batch, channels (K * dim), N, L, B/C groups (K): the plain shapes of benchmarks/scan_gpu.py
 STATE_SHAPES = [
     ("SegMamba 3D S1", 2, 3 * 96, 16, 262144, 3),
     ("SegMamba 3D S2", 2, 3 * 192, 16, 32768, 3),
     ("VMamba-T S1 N16", 64, 4 * 96, 16, 3136, 4),
     ("Vim-S", 64, 2 * 768, 16, 197, 2),
+    ("VMamba-T S1 N1", 64, 4 * 96, 1, 3136, 4),
+    ("VMamba-T S3 N1", 64, 4 * 384, 1, 196, 4),
 ]
 
-# (label, state tiling, chunk-parallel: None = by size); "channel tiles" runs N = 16 on the kernels of kernels.py.
+# (label, state tiling, chunk-parallel: None = by size) per N; "channel tiles" runs the shape on the kernels of
+# kernels.py, a StateTiling on the state tile kernels (state_kernels.py) for that N.
 StateTiling = triton_scan.StateTiling
-STATE_SWEEP = [
-    ("default", None, None),
-    ("channel tiles", "channel", None),
-    ("32/1w sequential", StateTiling(32, 1, 32, 1), False),
-    ("32/1w parallel", StateTiling(32, 1, 32, 1), True),
-    ("64/1w", StateTiling(64, 1, 64, 1), None),
-    ("32/1w, bwd <= 192 regs", StateTiling(32, 1, 32, 1, 192), None),
-    ("32/1w, bwd <= 168 regs", StateTiling(32, 1, 32, 1, 168), None),
-    ("32/1w, bwd <= 128 regs", StateTiling(32, 1, 32, 1, 128), None),
-]
+STATE_SWEEP = {
+    16: [
+        ("default", None, None),
+        ("32/1w, bwd uncapped", StateTiling(32, 1, 32, 1), None),
+        ("32/1w, 2 fwd stages", StateTiling(32, 1, 32, 1, 168, 2), None),
+        ("64/1w, bwd uncapped", StateTiling(64, 1, 64, 1), None),
+        ("64/1w, bwd <= 168 regs", StateTiling(64, 1, 64, 1, 168), None),
+    ],
+    1: [
+        ("default", None, None),
+        ("channel tiles", "channel", None),
+        ("state 128/1w", StateTiling(128, 1, 128, 1), None),
+        ("state 256/1w, 2 fwd stages", StateTiling(256, 1, 128, 1, None, 2), None),
+        ("state 256/1w, 3 fwd stages", StateTiling(256, 1, 128, 1, None, 3), None),
+        ("state 512/1w, 2 fwd stages", StateTiling(512, 1, 128, 1, None, 2), None),
+    ],
+}
 
 
-def set_state_tiling(tiling: StateTiling | str | None, parallel: bool | None) -> None:
-    """Use a state tiling (None: the default; "channel": the (channel, token) kernels for every N)."""
-    triton_scan.STATE_TILES_FROM_N = 1 << 20 if tiling == "channel" else DEFAULT_STATE_TILES_FROM_N
-    triton_scan.STATE_TILING = tiling if isinstance(tiling, StateTiling) else DEFAULT_STATE_TILING
+def set_state_tiling(state: int, tiling: StateTiling | str | None, parallel: bool | None) -> None:
+    """Use a tiling for N = ``state`` (None: the defaults; "channel": the (channel, token) kernels)."""
+    triton_scan.STATE_TILES_FROM_N = DEFAULT_STATE_TILES_FROM_N
+    triton_scan.STATE_TILINGS = DEFAULT_STATE_TILINGS
+    if tiling == "channel":
+        triton_scan.STATE_TILES_FROM_N = state + 1
+    elif tiling is not None:
+        triton_scan.STATE_TILES_FROM_N = min(state, DEFAULT_STATE_TILES_FROM_N)
+        triton_scan.STATE_TILINGS = {**DEFAULT_STATE_TILINGS, state: tiling}
     triton_scan.CHUNK_PARALLEL = parallel
 
 
@@ -218,9 +234,10 @@ def max_rel_error(inputs: dict, dtype: torch.dtype) -> float:
 
 
 def time_forward_backward(inputs: dict) -> tuple[float, float]:
-    """(forward ms under no_grad, backward ms: torch.autograd.grad on a retained graph)."""
+    """(forward ms: replays of a CUDA graph of the no_grad forward, so short kernels are timed without the host's
+    launch cost; backward ms: torch.autograd.grad on a retained graph)."""
     with torch.no_grad():
-        forward = triton.testing.do_bench(lambda: selective_scan_triton(**inputs), warmup=10, rep=50)
+        forward = triton.testing.do_bench_cudagraph(lambda: selective_scan_triton(**inputs), rep=50)
     inputs = {k: v.detach().requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     leaves = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
     out = selective_scan_triton(**inputs)
@@ -231,28 +248,30 @@ def time_forward_backward(inputs: dict) -> tuple[float, float]:
     return forward, backward
 
 
-def state_sweep(dtypes: list[torch.dtype], budget_s: float) -> None:
-    """Forward and backward of the plain N = 16 shapes per state tiling, each checked against the float64 chunked
+def state_sweep(dtypes: list[torch.dtype], budget_s: float, only: str) -> None:
+    """Forward and backward of the plain shapes per tiling of their N, each checked against the float64 chunked
     torch backend on its first 2048 tokens."""
     start = time.perf_counter()
     print(f"{'shape':18} {'dtype':9} {'tiling':24} {'fwd ms':>8} {'bwd ms':>8} {'max rel err':>12}")
     for dtype in dtypes:
         for name, batch, channels, state, length, groups in STATE_SHAPES:
+            if only not in name:
+                continue
             inputs = make_inputs(batch, channels, state, length, dtype, False, groups=groups)
-            for label, tiling, parallel in STATE_SWEEP:
+            for label, tiling, parallel in STATE_SWEEP[state]:
                 if time.perf_counter() - start > budget_s:
                     print("budget spent", flush=True)
-                    set_state_tiling(None, None)
+                    set_state_tiling(state, None, None)
                     return
-                set_state_tiling(tiling, parallel)
+                set_state_tiling(state, tiling, parallel)
                 err = max_rel_error(inputs, dtype)
                 forward, backward = time_forward_backward(inputs)
                 print(f"{name:18} {str(dtype)[6:]:9} {label:24} {forward:8.3f} {backward:8.3f} {err:12.2e}", flush=True)
-    set_state_tiling(None, None)
+    set_state_tiling(state, None, None)
 
 
 DEFAULT_TILINGS = triton_scan.TILINGS
-DEFAULT_STATE_TILING = triton_scan.STATE_TILING
+DEFAULT_STATE_TILINGS = triton_scan.STATE_TILINGS
 DEFAULT_STATE_TILES_FROM_N = triton_scan.STATE_TILES_FROM_N
 
 
@@ -269,7 +288,9 @@ def main() -> None:
     parser.add_argument(
         "--direction-kinds", action="store_true", help="time only the fused scan per direction kind (VMamba-T S1)"
     )
-    parser.add_argument("--state-sweep", action="store_true", help="time only the N = 16 state tilings")
+    parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
+    parser.add_argument("--only", default="", help="state sweep: only the shapes whose name contains this")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="state sweep: these dtypes")
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop sweeping after this many seconds")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
@@ -278,7 +299,7 @@ def main() -> None:
     print(f"{header} {'torch fwd':>10} {'torch f+b':>10}")
     start = time.perf_counter()
     if args.state_sweep:
-        state_sweep([torch.float32, torch.bfloat16], args.budget_s)
+        state_sweep([getattr(torch, name) for name in args.dtypes], args.budget_s, args.only)
         return
     if args.direction_kinds:
         for dtype in (torch.float32, torch.bfloat16):

@@ -46,8 +46,15 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 LOG2E = tl.constexpr(1.4426950408889634)
+
+FAST_MATH = tl.constexpr(not triton.knobs.runtime.interpret)
+"""Compiled kernels compute float32 exp2 and divisions with libdevice's subnormal-flushing forms: one MUFU
+instruction each (plus a multiply for the division), where tl.exp2 and "/" add 3 to 4 instructions of range
+fix-ups per call. Triton's CPU interpreter cannot call libdevice, so under it (known at import, when triton.jit
+decides too) the kernels use tl.exp2 and "/"."""
 
 # Work splits (the MODE argument); kernels read only constexpr globals.
 SEQUENTIAL = tl.constexpr(0)
@@ -66,31 +73,48 @@ def _linear_combine(decay_first, value_first, decay_second, value_second):
 
 
 @triton.jit
+def _exp2(x):
+    """2^x; float32 results below 2^-126 flush to 0 (a decay or exp(-|x|) that small is 0 to every consumer)."""
+    if FAST_MATH and x.dtype == tl.float32:
+        return libdevice.exp2(x)
+    return tl.exp2(x)
+
+
+@triton.jit
+def _div(x, y):
+    """x / y; in float32 within 2 ulp for |y| in [2^-126, 2^126] (0 above it, where x / y rounds to about 0)."""
+    if FAST_MATH and y.dtype == tl.float32:
+        return libdevice.fast_dividef(x, y)
+    return x / y
+
+
+@triton.jit
 def _softplus(x):
     """softplus with torch's threshold 20 (x above it passes through).
 
     float32: max(x, 0) + log1p(t), t = exp(-|x|) in (0, 1], with log1p(t) = 2 atanh(s), s = t / (2 + t) <= 1/3,
-    summed to s^15 (truncation below 2e-8): one exp, one division and eight multiply-adds, where an accurate
-    log costs a polynomial of its own. Beyond the series, the error is the exp's: 3e-7 of float64 softplus under
-    the interpreter; on a GPU, whose exp rounds x log2(e), up to about |x| 2^-23 more (1.8e-6 at x = -40, H200).
+    summed to s^13 (truncation below 1.5e-8): one exp, one division and seven multiply-adds, where an accurate
+    log costs a polynomial of its own. Beyond the series, the error is the exp's and the division's: 3e-7 of
+    float64 softplus under the interpreter; on a GPU, whose exp rounds x log2(e), up to about |x| 2^-23 more
+    (1.8e-6 at x = -40, H200).
     float64: log1p(e) as log(1 + e) * e / ((1 + e) - 1), exact to rounding."""
     if x.dtype == tl.float64:
         e = tl.exp(x)
         one_plus = 1.0 + e
         log1p = tl.where(one_plus == 1.0, e, tl.log(one_plus) * e / (one_plus - 1.0))
         return tl.where(x > 20.0, x, log1p)
-    t = tl.exp(-tl.abs(x))
-    s = t / (2.0 + t)
+    t = _exp2(tl.abs(x) * -LOG2E)
+    s = _div(t, 2.0 + t)
     s2 = s * s
-    series = 1.0 / 15.0
-    for inverse in tl.static_range(13, 0, -2):
+    series = 1.0 / 13.0
+    for inverse in tl.static_range(11, 0, -2):
         series = series * s2 + 1.0 / inverse
     return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + 2.0 * s * series)
 
 
 @triton.jit
 def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    return _div(1.0, 1.0 + _exp2(x * -LOG2E))
 
 
 @triton.jit
@@ -424,7 +448,7 @@ def _summarise_chunk(
     for n in tl.static_range(STATE):
         A_n = tl.load(A_ptr + param_rows * STATE + n, mask=channel_mask, other=0).to(COMPUTE) * LOG2E
         row_n = _load_slots(rows_ptr + n * length, positions, valid, LAYOUT).to(COMPUTE)
-        weighted = tl.exp2(steps_excluded * _per_channel(A_n, LAYOUT)) * values * row_n
+        weighted = _exp2(steps_excluded * _per_channel(A_n, LAYOUT)) * values * row_n
         tl.store(out_ptr + n, _sum_slots(weighted, LAYOUT), mask=channel_mask)
 
 
@@ -527,7 +551,7 @@ def _scan_forward_kernel(
                 B_n = _load_slots(B_ptr + B_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
                 C_n = _load_slots(C_ptr + C_row0 + n * length, positions, valid, LAYOUT).to(COMPUTE)
                 h_n = tl.load(states_ptr + entry_offsets + n, mask=channel_mask & (chunk > 0), other=0).to(COMPUTE)
-                decay = tl.exp2(dt * _per_channel(A_n, LAYOUT))
+                decay = _exp2(dt * _per_channel(A_n, LAYOUT))
                 hs = _chunk_scan(decay, dtu * B_n, h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
                 y += hs * C_n
                 if MODE == SEQUENTIAL:
@@ -585,7 +609,7 @@ def _carry_kernel(
             tl.store(carried_ptr + offsets, value, mask=mask)
         dt_sum = tl.load(decay_sum_ptr + chunk_rows + chunk, mask=row_mask, other=0).to(COMPUTE)
         local = tl.load(local_ptr + offsets, mask=mask, other=0).to(COMPUTE)
-        value = tl.exp2(A * dt_sum[:, None]) * value + local
+        value = _exp2(A * dt_sum[:, None]) * value + local
         if not REVERSE:
             tl.store(carried_ptr + offsets, value, mask=mask)
 
@@ -739,9 +763,9 @@ def _scan_backward_kernel(
                     h_n = tl.load(states_ptr + state_offsets - STATE + n, mask=has_entry, other=0).to(COMPUTE)
                     dh_n = tl.load(carry_ptr + state_offsets + n, mask=has_next, other=0).to(COMPUTE)
                     drive = dtu * B_n
-                    hs = _chunk_scan(tl.exp2(dt * (A_tile * LOG2E)), drive, h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
+                    hs = _chunk_scan(_exp2(dt * (A_tile * LOG2E)), drive, h_n, False, LAYOUT, FLIP, CHUNK_LEN, P_PAD)
                     dhs = _chunk_scan(
-                        tl.exp2(next_dt * (A_tile * LOG2E)), dy * C_n, dh_n, True, LAYOUT, FLIP, CHUNK_LEN, P_PAD
+                        _exp2(next_dt * (A_tile * LOG2E)), dy * C_n, dh_n, True, LAYOUT, FLIP, CHUNK_LEN, P_PAD
                     )
                     if HAS_Z:
                         y += hs * C_n

@@ -1,15 +1,15 @@
 """Launch code and autograd for the Triton selective scan (plain and multi-direction).
 
-Each direction of a scan is one launch of the forward (and of the backward) kernel, specialised for how it reads
-its tokens (``Direction``); later directions add into the output of earlier ones, which makes the merge race-free
-without atomics. Two kinds of kernel: (channel, token) tiles (``kernels.py``) for N = 1 and for column-order
-(TRANSPOSED) directions, (state, token) tiles of one channel row (``state_kernels.py``) for the other directions
-of N > 1. The forward pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per
-chunk of ``Tiling.chunk_len`` (1024 or 2048) tokens, (Bt, K, D, n_chunks, N): at most what mamba_ssm keeps (2N
-values per chunk of 2048). The backward pass recomputes each chunk's states from the saved state before it.
-Chunk-parallel launches (few channel rows, long sequences) add transient per-chunk buffers of the size of the
-saved states. Tilings are a fixed table per N, measured on an H100 (benchmarks/triton_scan_gpu.py); Triton
-caches the compiled kernels (nothing is compiled at install time).
+Each direction of a scan is one launch of the forward (and of the backward) kernel, specialised for how it reads its
+tokens (``Direction``); later directions add into the output of earlier ones, which makes the merge race-free
+without atomics. Two kinds of kernel: (channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED)
+directions, (state, token) tiles of one channel row (``state_kernels.py``) for the others, at every N. The forward
+pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024
+or 2048) tokens, (Bt, K, D, n_chunks, N): at most what mamba_ssm keeps (2N values per chunk of 2048). The backward
+pass recomputes each chunk's states from the saved state before it. Chunk-parallel launches (few channel rows, long
+sequences) add transient per-chunk buffers of the size of the saved states. Tilings are a fixed table per N,
+measured on an H100 (benchmarks/triton_scan_gpu.py); Triton caches the compiled kernels (nothing is compiled at
+install time).
 """
 
 from __future__ import annotations
@@ -59,26 +59,30 @@ class StateTiling(NamedTuple):
     """Work split of the (state, token) tile kernels (``state_kernels.py``), forward and backward: tokens per
     register tile (a power of two), warps per program (one channel row each) for N <= 16 (see
     ``_Geometry.state_warps``); for the backward also a cap on registers per thread (ptxas spills above it; None:
-    no cap)."""
+    no cap); for the forward the software-pipelining stages of its tile loop (``tl.range``'s num_stages: the next
+    tiles' loads are issued, as asynchronous copies, while one is computed; 1: none)."""
 
     forward_tile: int
     forward_warps: int
     backward_tile: int
     backward_warps: int
     backward_max_registers: int | None = None
+    forward_stages: int = 1
 
 
-STATE_TILES_FROM_N = 2
+STATE_TILES_FROM_N = 1
 """Smallest N served by the (state, token) tile kernels; smaller N (and TRANSPOSED directions) by the (channel,
-token) tile kernels."""
+token) tile kernels. Raised only to compare the two (benchmarks, tests)."""
 
-STATE_TILING = StateTiling(32, 1, 32, 1, 168)
-"""The (state, token) tiling; its chunks (saved states) are those of ``TILINGS``. From the H200 sweep
-(benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one warp per program keeps every reduction and
-scan inside the warp, and 32-token tiles beat 64 and wider programs in the forward. The backward left uncapped takes
-255 registers (8 one-warp programs per SM) and still spills; capped at 168 it spills a little more but runs 12
-programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more than the
-occupancy gains)."""
+STATE_TILINGS = {1: StateTiling(256, 1, 128, 1), 64: StateTiling(32, 1, 32, 1, 168)}
+"""The (state, token) tilings, keyed like ``TILINGS`` by the largest N they serve; their chunks (saved states) are
+those of ``TILINGS``. From the H200 sweeps (benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one
+warp per program keeps every reduction and scan inside the warp. At N = 1, 256-token forward tiles and 128-token
+backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 forward 0.263 vs 0.320 ms, backward
+0.925 vs 1.332 ms). For N > 1, 32-token tiles beat 64 and wider programs in the float32 forward. The backward left
+uncapped takes 255 registers (8 one-warp programs per SM) and still spills; capped at 168 it spills a little more
+but runs 12 programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more
+than the occupancy gains)."""
 
 STATE_PARALLEL_BELOW_ROWS_PER_SM = 16
 """State tile kernels: chunk-parallel launches when there are fewer channel rows (programs) than this many per SM."""
@@ -90,10 +94,11 @@ PARALLEL_BELOW_PROGRAMS_PER_SM = 2
 """Chunk-parallel launches when there are fewer channel-row programs than this many per SM."""
 
 BACKWARD_ROW_STEPS = 8
-"""For N = 1 and gathered directions, channel blocks that one backward program walks per chunk, summing their dB
-and dC before one atomic add: scattered atomics otherwise dominate the backward pass (at VMamba-T's stage 1, 96
-channels add into every B and C element). Directions read in memory order (linear, transposed) add coalesced
-rows, cheaply enough that one block per program (fewer registers, more programs in flight) is faster."""
+"""(Channel, token) tile kernels, for N = 1 and gathered directions: channel blocks that one backward program walks
+per chunk, summing their dB and dC before one atomic add: scattered atomics otherwise dominate the backward pass
+(at VMamba-T's stage 1, 96 channels add into every B and C element). Directions read in memory order (linear,
+transposed) add coalesced rows, cheaply enough that one block per program (fewer registers, more programs in
+flight) is faster."""
 
 CHUNK_PARALLEL: bool | None = None
 """Force (True) or forbid (False) chunk-parallel launches; None decides from the sizes."""
@@ -155,6 +160,10 @@ class _Geometry:
     def chunk_len(self) -> int:
         """The tiling's chunk length, or the next power of two of L for shorter sequences."""
         return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
+
+    @property
+    def state_tiling(self) -> StateTiling:
+        return STATE_TILINGS[min((k for k in STATE_TILINGS if k >= self.state), default=max(STATE_TILINGS))]
 
     def tile_len(self, tile: int) -> int:
         """Tokens per register tile of the (state, token) tile kernels: ``tile``, or the chunk if shorter."""
@@ -320,8 +329,9 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 decay_sum,
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 MODE=mode.value,
-                num_warps=geom.state_warps(STATE_TILING.forward_warps),
-                **_state_tile_flags(geom, launches[k], k, STATE_TILING.forward_tile),
+                num_warps=geom.state_warps(geom.state_tiling.forward_warps),
+                NUM_STAGES=geom.state_tiling.forward_stages,
+                **_state_tile_flags(geom, launches[k], k, geom.state_tiling.forward_tile),
                 **flags,
             )
             return
@@ -408,9 +418,9 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 ATOMIC_BC=atomic_bc[k],
                 MODE=mode.value,
-                num_warps=geom.state_warps(STATE_TILING.backward_warps),
-                maxnreg=STATE_TILING.backward_max_registers,
-                **_state_tile_flags(geom, launches[k], k, STATE_TILING.backward_tile),
+                num_warps=geom.state_warps(geom.state_tiling.backward_warps),
+                maxnreg=geom.state_tiling.backward_max_registers,
+                **_state_tile_flags(geom, launches[k], k, geom.state_tiling.backward_tile),
                 **flags,
             )
             return

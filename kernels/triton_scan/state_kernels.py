@@ -1,4 +1,4 @@
-"""Triton kernels of the selective scan for N > 1 over (state, token) tiles: one channel row per program.
+"""Triton kernels of the selective scan over (state, token) tiles: one channel row per program.
 
 The kernels of ``kernels.py`` keep (channels, tokens) tiles of a whole chunk and run one scan per state index n:
 with N = 16, sixteen scans per chunk, each crossing warps. Here a program owns one channel row of one direction
@@ -7,6 +7,8 @@ once: one ``tl.associative_scan`` along the slots per tile, the state carried fr
 output a sum over the state axis. Layouts, modes (SEQUENTIAL, SUMMARY, FROM_CARRY), the saved states (one per
 chunk of CHUNK_LEN tokens, a multiple of TILE_LEN) and the partial sums of the backward pass are those of
 ``kernels.py``, so both kinds of kernel serve the directions of one multi-direction scan and share the carry pass.
+At N = 1 the tile is one row of tokens, and one warp scans 128 or 256 of them without shared memory or barriers,
+where the channel tile kernels spread a chunk over four warps.
 
 Slots are in scan order: slot j of a tile holds scan step first_step + j, at memory position step (plain order),
 L - 1 - step (FLIP: the reversed raster order, loaded from decreasing addresses) or index[step] (HAS_INDEX). Every
@@ -27,6 +29,7 @@ from .kernels import (
     SUMMARY,
     _channel_params,
     _chunk_range,
+    _exp2,
     _group_rows,
     _linear_combine,
     _sigmoid,
@@ -110,7 +113,7 @@ def _tile_summary(steps, values, rows, A2, AFTER: tl.constexpr):
     inclusive = tl.cumsum(steps, axis=1)
     total = tl.sum(steps)
     excluded = total - inclusive if AFTER else inclusive - steps
-    weights = tl.exp2(A2 * excluded)
+    weights = _exp2(A2 * excluded)
     return total, tl.sum(weights * values * rows, axis=1, keep_dims=True)
 
 
@@ -191,6 +194,7 @@ def _state_forward_kernel(
     N_PAD: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
     TILE_LEN: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -223,7 +227,7 @@ def _state_forward_kernel(
         elif MODE != SEQUENTIAL:
             entry = states_ptr + (chunk_row + chunk - 1) * STATE + state_n
             h = tl.load(entry, mask=state_mask & (chunk > 0), other=0).to(COMPUTE)
-        for tile in range(_tile_count(chunk, length, CHUNK_LEN, TILE_LEN)):
+        for tile in tl.range(_tile_count(chunk, length, CHUNK_LEN, TILE_LEN), num_stages=NUM_STAGES):
             positions, valid = _tile_slots(
                 index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
             )
@@ -234,11 +238,11 @@ def _state_forward_kernel(
             B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
             if MODE == SUMMARY:
                 tile_dt, tile_input = _tile_summary(dt, dtu, B, A2, True)
-                h = tl.exp2(A2 * tile_dt) * h + tile_input
+                h = _exp2(A2 * tile_dt) * h + tile_input
                 dt_total += tile_dt
             else:
                 C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
-                hs = _tile_scan(tl.exp2(dt * A2), dtu * B, h)
+                hs = _tile_scan(_exp2(dt * A2), dtu * B, h)
                 # Masked slots have decay 1 and no input: the last slot holds the tile's end state.
                 h = _last_slot(hs)
                 y = tl.sum(hs * C, axis=0, keep_dims=True)
@@ -352,7 +356,7 @@ def _state_backward_kernel(
                 _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
                 B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
                 tile_dt, tile_input = _tile_summary(dt, dt * u, B, A2, True)
-                h = tl.exp2(A2 * tile_dt) * h + tile_input
+                h = _exp2(A2 * tile_dt) * h + tile_input
             # dA summed over each tile's slots as it goes (an (N_PAD, TILE_LEN) accumulator costs registers); dD
             # and ddelta_bias kept per slot, reduced over the slots once per chunk.
             dA_sum = tl.full((N_PAD, 1), 0, COMPUTE)
@@ -374,7 +378,7 @@ def _state_backward_kernel(
                 )
                 C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
                 tile_dt, tile_input = _tile_summary(next_dt, dy, C, A2, False)
-                dh = tl.exp2(A2 * tile_dt) * dh + tile_input
+                dh = _exp2(A2 * tile_dt) * dh + tile_input
                 next_dt_total += tile_dt
             else:
                 # dh_t = exp(dt_{t+1} A) dh_{t+1} + C_t dy_t, scanned over the tile's steps in reverse (slot j of
@@ -392,7 +396,7 @@ def _state_backward_kernel(
                     dout_ptr, z_ptr, shared_row, back_positions, back_valid, num_dirs, HAS_Z, MEAN, COMPUTE
                 )
                 back_C = _load_states(C_ptr, C_row0, back_positions, back_valid, state_mask, length).to(COMPUTE)
-                back_dhs = _tile_scan(tl.exp2(back_next_dt * A2), back_dy * back_C, dh)
+                back_dhs = _tile_scan(_exp2(back_next_dt * A2), back_dy * back_C, dh)
                 dh = _last_slot(back_dhs)
                 dhs = tl.flip(back_dhs, 1)
                 u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
@@ -402,7 +406,7 @@ def _state_backward_kernel(
                 B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
                 h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1, keep_dims=True)
                 drive = dtu * B
-                hs = _tile_scan(tl.exp2(dt * A2), drive, h_entry)
+                hs = _tile_scan(_exp2(dt * A2), drive, h_entry)
                 dy, dout, z, gate = _output_grad(
                     dout_ptr, z_ptr, shared_row, positions, valid, num_dirs, HAS_Z, MEAN, COMPUTE
                 )

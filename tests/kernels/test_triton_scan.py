@@ -2,10 +2,11 @@
 
 Without CUDA the kernels run in Triton's CPU interpreter: tests/conftest.py sets TRITON_INTERPRET=1 before
 triton is imported (the interpreter is slow, so shapes stay tiny). On a GPU the same tests run compiled.
-The "small-tiles" and "chunk-parallel" layouts shrink chunks to 8 tokens so that tiny sequences span several
-chunks, with channel blocks that straddle no group but share groups (atomic dB/dC adds; N = 1 backward programs
-walk two blocks each); "chunk-parallel" runs one program per chunk (summary, carry and from-carry launches)
-instead of one per channel block.
+The "small-tiles", "chunk-parallel" and "channel-tiles" layouts shrink chunks to 8 tokens so that tiny sequences
+span several chunks, with channel blocks that straddle no group but share groups (atomic dB/dC adds; N = 1
+backward programs walk two blocks each); "chunk-parallel" runs one program per chunk (summary, carry and
+from-carry launches) instead of one per channel block; "channel-tiles" runs every direction on the (channel,
+token) tile kernels.
 """
 
 from __future__ import annotations
@@ -37,14 +38,17 @@ GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
 
-@pytest.fixture(params=["default", "small-tiles", "chunk-parallel"])
+@pytest.fixture(params=["default", "small-tiles", "chunk-parallel", "channel-tiles"])
 def layout(request, monkeypatch):
     """Default tiling, or chunks of 8 tokens with up to 4 channels per program, walked by one program per
-    channel block (small-tiles) or one program per chunk (chunk-parallel)."""
+    channel block (small-tiles, channel-tiles) or one program per chunk (chunk-parallel); channel-tiles runs every
+    direction on the (channel, token) tile kernels, which by default serve only column orders."""
+    if request.param == "channel-tiles":
+        monkeypatch.setattr(triton_scan, "STATE_TILES_FROM_N", 1 << 20)
     if request.param != "default":
         monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
-        # N > 1: chunks of two 4-token state tiles.
-        monkeypatch.setattr(triton_scan, "STATE_TILING", triton_scan.StateTiling(4, 1, 4, 1))
+        # State tile kernels: chunks of two 4-token tiles.
+        monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: triton_scan.StateTiling(4, 1, 4, 1)})
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
         # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
         monkeypatch.setattr(triton_scan, "BACKWARD_ROW_STEPS", 2)
@@ -245,14 +249,16 @@ def test_fused_multi_scan_reads_structured_orders_without_their_index():
     assert {d.kind for d in describe_directions(scan_plan("zigzag8", (3, 4)).index)} == {"gather"}
 
 
-def test_state_tile_kernels_serve_n_above_one_except_column_orders():
-    """N > 1: raster, reversed and gathered directions run the (state, token) tile kernels; column orders and N = 1
-    the (channel, token) tile kernels."""
+def test_state_tile_kernels_serve_every_order_but_columns():
+    """Raster, reversed and gathered directions run the (state, token) tile kernels at every N; column orders the
+    (channel, token) tile kernels."""
     for state, kind, expected in [
         (16, "linear", True),
         (2, "gather", True),
+        (1, "gather", True),
+        (1, "linear", True),
         (16, "transposed", False),
-        (1, "linear", False),
+        (1, "transposed", False),
     ]:
         geom = triton_scan._Geometry(2, 8, 64, 1, state, 1, 1)
         index = torch.arange(64) if kind == "gather" else None
