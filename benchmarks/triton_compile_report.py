@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--channel-tiles", action="store_true", help="the (channel, token) kernels instead")
     parser.add_argument("--max-registers", type=int, help="backward: registers per thread at most (ptxas spills)")
     parser.add_argument("--stages", type=int, default=1, help="state tile forward: software-pipelining stages")
+    parser.add_argument("--rows", type=int, default=1, help="state tile forward, N = 1: channel rows per program")
     args = parser.parse_args()
     token_type = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}[args.dtype]
     modes = {"sequential": 0, "summary": 1, "from-carry": 2}
@@ -165,7 +166,12 @@ def main() -> None:
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
             for label, kernel, extra, max_registers in [
-                ("forward", state_kernels._state_forward_kernel, dict(NUM_STAGES=args.stages), None),
+                (
+                    "forward",
+                    state_kernels._state_forward_kernel,
+                    dict(NUM_STAGES=args.stages, ROWS=args.rows),
+                    None,
+                ),
                 (
                     "backward",
                     state_kernels._state_backward_kernel,
@@ -175,7 +181,8 @@ def main() -> None:
             ]:
                 constants = {**flags, **extra, "TILE_LEN": tile}
                 compiled = compile_sm90(kernel, constants, warps, token_type, max_registers)
-                report = summarise(compiled, warps, args.state * tile)
+                rows = args.rows if label == "forward" else 1
+                report = summarise(compiled, warps, args.state * tile * rows)
                 print(f"{label:8} {mode_name:10} {tiling:8} {report}", flush=True)
 
 

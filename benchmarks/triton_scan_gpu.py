@@ -144,9 +144,11 @@ def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dt
     set_tiling(None, None)
 
 
-def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: torch.dtype) -> None:
+def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, gather: bool) -> None:
     """Fused multi_scan over 4 copies of one direction kind each: where the cross-scan's fused time goes (cross =
-    raster + reversed raster + column + reversed column)."""
+    raster + reversed raster + column + reversed column); ``gather``: column orders read through their index on the
+    state tile kernels."""
+    triton_scan.GATHER_TRANSPOSED_FROM_N = 1 if gather else DEFAULT_GATHER_TRANSPOSED_FROM_N
     length = side * side
     raster = torch.arange(length, device="cuda")
     column = raster.view(side, side).t().reshape(-1)
@@ -160,8 +162,9 @@ def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: tor
         with torch.no_grad():
             forward = triton.testing.do_bench(scan, warmup=25, rep=100)
         both = triton.testing.do_bench(lambda scan=scan: scan().backward(cotangent), rep=100, grad_to_none=leaves)
-        shape = f"{batch}x{dim}x{side}x{side} N={state} {str(dtype)[6:]}"
+        shape = f"{batch}x{dim}x{side}x{side} N={state} {str(dtype)[6:]}{' gathered' if gather else ''}"
         print(f"4 x {label:16} {shape} fwd {forward:.3f} ms, f+b {both:.3f} ms", flush=True)
+    triton_scan.GATHER_TRANSPOSED_FROM_N = DEFAULT_GATHER_TRANSPOSED_FROM_N
 
 
 # name, batch, channels (K * dim), N, L, B/C groups (K): the plain shapes of benchmarks/scan_gpu.py
@@ -174,37 +177,45 @@ STATE_SHAPES = [
     ("VMamba-T S3 N1", 64, 4 * 384, 1, 196, 4),
 ]
 
-# (label, state tiling, chunk-parallel: None = by size) per N; "channel tiles" runs the shape on the kernels of
-# kernels.py, a StateTiling on the state tile kernels (state_kernels.py) for that N.
+# (label, state tiling, chunk-parallel: None = by size, Tiling for this N or None) per N; "channel tiles" runs the
+# shape on the kernels of kernels.py, a StateTiling on the state tile kernels (state_kernels.py) for that N; the
+# Tiling sets the chunk (saved states) of both and the channel kernels' work split.
 StateTiling = triton_scan.StateTiling
 STATE_SWEEP = {
     16: [
-        ("default", None, None),
-        ("32/1w, bwd uncapped", StateTiling(32, 1, 32, 1), None),
-        ("32/1w, 2 fwd stages", StateTiling(32, 1, 32, 1, 168, 2), None),
-        ("64/1w, bwd uncapped", StateTiling(64, 1, 64, 1), None),
-        ("64/1w, bwd <= 168 regs", StateTiling(64, 1, 64, 1, 168), None),
+        ("default", None, None, None),
+        ("32/1w, bwd uncapped", StateTiling(32, 1, 32, 1), None, None),
+        ("64/1w, bwd uncapped", StateTiling(64, 1, 64, 1), None, None),
+        ("64/1w, bwd <= 200 regs", StateTiling(64, 1, 64, 1, 200), None, None),
+        ("32/1w chunk 2048 <= 168", StateTiling(32, 1, 32, 1, 168), None, Tiling(2048, 1, 8, 1, 16)),
+        ("64/1w chunk 2048", StateTiling(64, 1, 64, 1), None, Tiling(2048, 1, 8, 1, 16)),
     ],
     1: [
-        ("default", None, None),
-        ("channel tiles", "channel", None),
-        ("state 128/1w", StateTiling(128, 1, 128, 1), None),
-        ("state 256/1w, 2 fwd stages", StateTiling(256, 1, 128, 1, None, 2), None),
-        ("state 256/1w, 3 fwd stages", StateTiling(256, 1, 128, 1, None, 3), None),
-        ("state 512/1w, 2 fwd stages", StateTiling(512, 1, 128, 1, None, 2), None),
+        ("default", None, None, None),
+        ("channel tiles", "channel", None, None),
+        ("256/1w, 2 rows", StateTiling(256, 1, 128, 1, None, 2, 2), None, None),
+        ("256/1w, 4 rows", StateTiling(256, 1, 128, 1, None, 2, 4), None, None),
+        ("128/1w, 2 rows", StateTiling(128, 1, 128, 1, None, 2, 2), None, None),
+        ("128/1w, 4 rows", StateTiling(128, 1, 128, 1, None, 2, 4), None, None),
+        ("256/1w, 1 stage", StateTiling(256, 1, 128, 1), None, None),
     ],
 }
 
 
-def set_state_tiling(state: int, tiling: StateTiling | str | None, parallel: bool | None) -> None:
-    """Use a tiling for N = ``state`` (None: the defaults; "channel": the (channel, token) kernels)."""
+def set_state_tiling(state: int, tiling: StateTiling | str | None, parallel: bool | None, chunked=None) -> None:
+    """Use a tiling for N = ``state`` (None: the defaults; "channel": the (channel, token) kernels), and
+    ``chunked`` (a Tiling) as the TILINGS entry that serves it."""
     triton_scan.STATE_TILES_FROM_N = DEFAULT_STATE_TILES_FROM_N
     triton_scan.STATE_TILINGS = DEFAULT_STATE_TILINGS
+    triton_scan.TILINGS = DEFAULT_TILINGS
     if tiling == "channel":
         triton_scan.STATE_TILES_FROM_N = state + 1
     elif tiling is not None:
         triton_scan.STATE_TILES_FROM_N = min(state, DEFAULT_STATE_TILES_FROM_N)
         triton_scan.STATE_TILINGS = {**DEFAULT_STATE_TILINGS, state: tiling}
+    if chunked is not None:
+        serving = min(k for k in DEFAULT_TILINGS if k >= state)
+        triton_scan.TILINGS = {**DEFAULT_TILINGS, serving: chunked}
     triton_scan.CHUNK_PARALLEL = parallel
 
 
@@ -258,12 +269,12 @@ def state_sweep(dtypes: list[torch.dtype], budget_s: float, only: str) -> None:
             if only not in name:
                 continue
             inputs = make_inputs(batch, channels, state, length, dtype, False, groups=groups)
-            for label, tiling, parallel in STATE_SWEEP[state]:
+            for label, tiling, parallel, chunked in STATE_SWEEP[state]:
                 if time.perf_counter() - start > budget_s:
                     print("budget spent", flush=True)
                     set_state_tiling(state, None, None)
                     return
-                set_state_tiling(state, tiling, parallel)
+                set_state_tiling(state, tiling, parallel, chunked)
                 err = max_rel_error(inputs, dtype)
                 forward, backward = time_forward_backward(inputs)
                 print(f"{name:18} {str(dtype)[6:]:9} {label:24} {forward:8.3f} {backward:8.3f} {err:12.2e}", flush=True)
@@ -273,6 +284,7 @@ def state_sweep(dtypes: list[torch.dtype], budget_s: float, only: str) -> None:
 DEFAULT_TILINGS = triton_scan.TILINGS
 DEFAULT_STATE_TILINGS = triton_scan.STATE_TILINGS
 DEFAULT_STATE_TILES_FROM_N = triton_scan.STATE_TILES_FROM_N
+DEFAULT_GATHER_TRANSPOSED_FROM_N = triton_scan.GATHER_TRANSPOSED_FROM_N
 
 
 def set_tiling(tiling: Tiling | None, parallel: bool | None) -> None:
@@ -286,7 +298,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also time the tilings in TILINGS")
     parser.add_argument("--multi-only", action="store_true", help="time only multi_scan")
     parser.add_argument(
-        "--direction-kinds", action="store_true", help="time only the fused scan per direction kind (VMamba-T S1)"
+        "--direction-kinds",
+        action="store_true",
+        help="time only the fused scan per direction kind (VMamba-T S1, N = 1 and 16)",
     )
     parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
     parser.add_argument("--only", default="", help="state sweep: only the shapes whose name contains this")
@@ -303,7 +317,9 @@ def main() -> None:
         return
     if args.direction_kinds:
         for dtype in (torch.float32, torch.bfloat16):
-            time_direction_kinds(64, 96, 56, 1, dtype)
+            time_direction_kinds(64, 96, 56, 1, dtype, gather=False)
+            for gather in (False, True):
+                time_direction_kinds(64, 96, 56, 16, dtype, gather)
         return
     for name, batch, dim, state, length, dtype, with_z, with_torch in [] if args.multi_only else SHAPES:
         inputs = make_inputs(batch, dim, state, length, dtype, with_z)

@@ -52,7 +52,7 @@ class Tiling(NamedTuple):
 
 # Keyed by the largest N they serve; measured on an H100 (benchmarks/triton_scan_gpu.py --sweep). A chunk of 1024
 # tokens keeps N floats per 1024 tokens: as much as mamba_ssm's 2N per 2048.
-TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(2048, 1, 8, 1, 16)}
+TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(1024, 1, 8, 1, 16)}
 
 
 class StateTiling(NamedTuple):
@@ -60,7 +60,8 @@ class StateTiling(NamedTuple):
     register tile (a power of two), warps per program (one channel row each) for N <= 16 (see
     ``_Geometry.state_warps``); for the backward also a cap on registers per thread (ptxas spills above it; None:
     no cap); for the forward the software-pipelining stages of its tile loop (``tl.range``'s num_stages: the next
-    tiles' loads are issued, as asynchronous copies, while one is computed; 1: none)."""
+    tiles' loads are issued, as asynchronous copies, while one is computed; 1: none; used where a chunk has more
+    than one tile) and, for N = 1, the channel rows per program (see ``_Geometry.forward_rows``)."""
 
     forward_tile: int
     forward_warps: int
@@ -68,13 +69,14 @@ class StateTiling(NamedTuple):
     backward_warps: int
     backward_max_registers: int | None = None
     forward_stages: int = 1
+    forward_rows: int = 1
 
 
 STATE_TILES_FROM_N = 1
 """Smallest N served by the (state, token) tile kernels; smaller N (and TRANSPOSED directions) by the (channel,
 token) tile kernels. Raised only to compare the two (benchmarks, tests)."""
 
-STATE_TILINGS = {1: StateTiling(256, 1, 128, 1), 64: StateTiling(32, 1, 32, 1, 168)}
+STATE_TILINGS = {1: StateTiling(256, 1, 128, 1, forward_stages=2), 64: StateTiling(32, 1, 32, 1, 168)}
 """The (state, token) tilings, keyed like ``TILINGS`` by the largest N they serve; their chunks (saved states) are
 those of ``TILINGS``. From the H200 sweeps (benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one
 warp per program keeps every reduction and scan inside the warp. At N = 1, 256-token forward tiles and 128-token
@@ -83,6 +85,10 @@ backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 fo
 uncapped takes 255 registers (8 one-warp programs per SM) and still spills; capped at 168 it spills a little more
 but runs 12 programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more
 than the occupancy gains)."""
+
+GATHER_TRANSPOSED_FROM_N = 1 << 20
+"""Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)
+tile kernels instead of as (channel, token) tiles; raised only to compare the two (benchmarks)."""
 
 STATE_PARALLEL_BELOW_ROWS_PER_SM = 16
 """State tile kernels: chunk-parallel launches when there are fewer channel rows (programs) than this many per SM."""
@@ -165,6 +171,19 @@ class _Geometry:
     def state_tiling(self) -> StateTiling:
         return STATE_TILINGS[min((k for k in STATE_TILINGS if k >= self.state), default=max(STATE_TILINGS))]
 
+    @property
+    def forward_rows(self) -> int:
+        """Channel rows per state tile forward program: the tiling's for N = 1 where they divide the channels that
+        share a B and a C group (a program's rows read one B and one C row), else 1."""
+        rows = self.state_tiling.forward_rows
+        return rows if self.state == 1 and self.segment_len % rows == 0 else 1
+
+    @property
+    def forward_stages(self) -> int:
+        """Pipelining stages of the state tile forward: the tiling's where a chunk has several tiles, else 1."""
+        tiling = self.state_tiling
+        return tiling.forward_stages if self.chunk_len > self.tile_len(tiling.forward_tile) else 1
+
     def tile_len(self, tile: int) -> int:
         """Tokens per register tile of the (state, token) tile kernels: ``tile``, or the chunk if shorter."""
         return min(tile, self.chunk_len)
@@ -176,7 +195,7 @@ class _Geometry:
 
     def launch(self, direction: Direction) -> _Launch:
         """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
-        if direction.kind == "transposed":
+        if direction.kind == "transposed" and self.state < GATHER_TRANSPOSED_FROM_N:
             rows_pad = triton.next_power_of_2(self.length // direction.cols)
             if rows_pad <= self.chunk_len:
                 columns_per_chunk = self.chunk_len // rows_pad
@@ -321,7 +340,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u))
         chunks = () if mode == SEQUENTIAL else (launches[k].num_chunks,)
         if launches[k].state_tiles:
-            _state_forward_kernel[(geom.batch * geom.dim, *chunks)](
+            _state_forward_kernel[(geom.batch * geom.dim // geom.forward_rows, *chunks)](
                 *tensors,
                 out,
                 states,
@@ -330,7 +349,8 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 MODE=mode.value,
                 num_warps=geom.state_warps(geom.state_tiling.forward_warps),
-                NUM_STAGES=geom.state_tiling.forward_stages,
+                ROWS=geom.forward_rows,
+                NUM_STAGES=geom.forward_stages,
                 **_state_tile_flags(geom, launches[k], k, geom.state_tiling.forward_tile),
                 **flags,
             )
