@@ -4,22 +4,22 @@ Each direction of a scan is one launch of the forward (and of the backward) kern
 tokens (``Direction``); later directions add into the output of earlier ones, which makes the merge race-free
 without atomics. Two kinds of kernel: (channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED)
 directions, (state, token) tiles of one channel row (``state_kernels.py``) for the others, at every N. The forward
-pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024
-or 2048) tokens, (Bt, K, D, n_chunks, N): at most what mamba_ssm keeps (2N values per chunk of 2048). The backward
+pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024)
+tokens, (Bt, K, D, n_chunks, N): as much as mamba_ssm keeps (2N values per chunk of 2048). The backward
 pass recomputes each chunk's states from the saved state before it. Chunk-parallel launches (few channel rows, long
 sequences) add transient per-chunk buffers of the size of the saved states. Tilings are a fixed table per N,
-measured on an H100 (benchmarks/triton_scan_gpu.py); Triton caches the compiled kernels (nothing is compiled at
-install time).
+measured on an H100 and an H200 (benchmarks/triton_scan_gpu.py); Triton caches the compiled kernels (nothing is
+compiled at install time).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
-import triton
 import triton.language as tl
 from torch import Tensor
 
@@ -51,7 +51,9 @@ class Tiling(NamedTuple):
 
 
 # Keyed by the largest N they serve; measured on an H100 (benchmarks/triton_scan_gpu.py --sweep). A chunk of 1024
-# tokens keeps N floats per 1024 tokens: as much as mamba_ssm's 2N per 2048.
+# tokens keeps N floats per 1024 tokens: as much as mamba_ssm's 2N per 2048. For N > 1 the chunk was 2048 until the
+# state tile backward, which keeps the entry state of each of a chunk's tiles in registers, ran 4-9 % faster on
+# chunks of 1024 (H200, docs/benchmarks.md).
 TILINGS = {1: Tiling(1024, 1, 4, 1, 8), 64: Tiling(1024, 1, 8, 1, 16)}
 
 
@@ -81,10 +83,11 @@ STATE_TILINGS = {1: StateTiling(256, 1, 128, 1, forward_stages=2), 64: StateTili
 those of ``TILINGS``. From the H200 sweeps (benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one
 warp per program keeps every reduction and scan inside the warp. At N = 1, 256-token forward tiles and 128-token
 backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 forward 0.263 vs 0.320 ms, backward
-0.925 vs 1.332 ms). For N > 1, 32-token tiles beat 64 and wider programs in the float32 forward. The backward left
-uncapped takes 255 registers (8 one-warp programs per SM) and still spills; capped at 168 it spills a little more
-but runs 12 programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more
-than the occupancy gains)."""
+0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms); several
+channel rows per program gained nothing at stage 3 (L = 196). For N > 1, 32-token tiles beat 64 and wider programs
+in the float32 forward. The backward left uncapped takes 255 registers (8 one-warp programs per SM) and still
+spills; capped at 168 it spills a little more but runs 12 programs per SM: 12-14 % faster at the SegMamba and
+VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains)."""
 
 GATHER_TRANSPOSED_FROM_N = 1 << 20
 """Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)
@@ -131,6 +134,12 @@ PLAIN = (Direction("linear"),)
 """The one direction of a plain scan: tokens in memory order."""
 
 
+def _next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (>= 1); plain Python: triton.next_power_of_2 costs microseconds per call on the
+    host, several times per scan."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 class _Launch(NamedTuple):
     """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, VEC, HAS_INDEX, cols, chunk count, index row, and
     whether the (state, token) tile kernels run it (N >= STATE_TILES_FROM_N, every layout but TRANSPOSED)."""
@@ -148,7 +157,7 @@ class _Launch(NamedTuple):
 
 @dataclass(frozen=True)
 class _Geometry:
-    """Sizes of one launch."""
+    """Sizes of one launch; what they imply is computed once per call (cached properties)."""
 
     batch: int
     dim: int
@@ -158,27 +167,27 @@ class _Geometry:
     b_groups: int
     c_groups: int
 
-    @property
+    @cached_property
     def tiling(self) -> Tiling:
         return TILINGS[min((k for k in TILINGS if k >= self.state), default=max(TILINGS))]
 
-    @property
+    @cached_property
     def chunk_len(self) -> int:
         """The tiling's chunk length, or the next power of two of L for shorter sequences."""
-        return min(self.tiling.chunk_len, triton.next_power_of_2(self.length))
+        return min(self.tiling.chunk_len, _next_power_of_2(self.length))
 
-    @property
+    @cached_property
     def state_tiling(self) -> StateTiling:
         return STATE_TILINGS[min((k for k in STATE_TILINGS if k >= self.state), default=max(STATE_TILINGS))]
 
-    @property
+    @cached_property
     def forward_rows(self) -> int:
         """Channel rows per state tile forward program: the tiling's for N = 1 where they divide the channels that
         share a B and a C group (a program's rows read one B and one C row), else 1."""
         rows = self.state_tiling.forward_rows
         return rows if self.state == 1 and self.segment_len % rows == 0 else 1
 
-    @property
+    @cached_property
     def forward_stages(self) -> int:
         """Pipelining stages of the state tile forward: the tiling's where a chunk has several tiles, else 1."""
         tiling = self.state_tiling
@@ -196,7 +205,7 @@ class _Geometry:
     def launch(self, direction: Direction) -> _Launch:
         """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
         if direction.kind == "transposed" and self.state < GATHER_TRANSPOSED_FROM_N:
-            rows_pad = triton.next_power_of_2(self.length // direction.cols)
+            rows_pad = _next_power_of_2(self.length // direction.cols)
             if rows_pad <= self.chunk_len:
                 columns_per_chunk = self.chunk_len // rows_pad
                 num_chunks = -(-direction.cols // columns_per_chunk)
@@ -209,19 +218,19 @@ class _Geometry:
             return _Launch(LINEAR.value, direction.flip, 1, 1, False, 1, num_chunks, None, state_tiles)
         return _Launch(LINEAR.value, False, 1, 1, True, 1, num_chunks, direction.index, state_tiles)
 
-    @property
+    @cached_property
     def segment_len(self) -> int:
         """Channels sharing both their B group and their C group (a program never straddles two)."""
         return self.dim // math.lcm(self.b_groups, self.c_groups)
 
-    @property
+    @cached_property
     def state_pad(self) -> int:
-        return triton.next_power_of_2(self.state)
+        return _next_power_of_2(self.state)
 
     def blocks(self, block_d: int) -> tuple[int, int]:
         """(BLOCK_D, blocks per segment) for programs of ``block_d`` channels per full-length chunk."""
         widened = max(block_d, min(MAX_BLOCK_D, block_d * self.tiling.chunk_len // self.chunk_len))
-        block_d = min(triton.next_power_of_2(self.segment_len), widened)
+        block_d = min(_next_power_of_2(self.segment_len), widened)
         return block_d, -(-self.segment_len // block_d)
 
     def row_blocks(self, blocks_per_segment: int) -> int:
@@ -261,7 +270,7 @@ def _or(tensor: Tensor | None, placeholder: Tensor) -> Tensor:
 def _carry(geom: _Geometry, local: Tensor, decay_sum: Tensor, A: Tensor, carried: Tensor, reverse: bool) -> None:
     """Chain the per-chunk maps of every channel row (``_carry_kernel``)."""
     rows = geom.batch * geom.num_dirs * geom.dim
-    _carry_kernel[(triton.cdiv(rows, CARRY_ROWS),)](
+    _carry_kernel[(-(-rows // CARRY_ROWS),)](
         local,
         decay_sum,
         A,
