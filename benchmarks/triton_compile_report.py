@@ -139,7 +139,10 @@ def main() -> None:
     parser.add_argument("--max-registers", type=int, help="backward: registers per thread at most (ptxas spills)")
     parser.add_argument("--stages", type=int, default=1, help="state tile forward: software-pipelining stages")
     parser.add_argument("--rows", type=int, default=1, help="state tile forward, N = 1: channel rows per program")
+    parser.add_argument("--length", type=int, default=INTS["length"], help="L (SegMamba stage 1 by default)")
     args = parser.parse_args()
+    INTS["length"] = args.length
+    length_align = triton_scan._Geometry(1, 1, args.length, 1, args.state, 1, 1).length_align
     token_type = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}[args.dtype]
     modes = {"sequential": 0, "summary": 1, "from-carry": 2}
     print(f"triton {triton.__version__}, sm_90, N = {args.state}, {args.dtype}, chunk {args.chunk}")
@@ -148,7 +151,7 @@ def main() -> None:
         if args.channel_tiles:
             # The warps of the tiling table entry that serves this N.
             tiling = triton_scan._Geometry(1, 1, args.chunk, 1, args.state, 1, 1).tiling
-            flags.update(BLOCK_D=1, CHUNK_LEN=args.chunk, LAYOUT=0, P_PAD=1, VEC=1)
+            flags.update(BLOCK_D=1, CHUNK_LEN=args.chunk, LAYOUT=0, P_PAD=1, VEC=1, LENGTH_ALIGN=length_align)
             for label, kernel, extra, warps in [
                 ("forward", channel_kernels._scan_forward_kernel, {}, tiling.forward_warps),
                 (
@@ -162,7 +165,7 @@ def main() -> None:
                 report = summarise(compiled, warps, args.state * args.chunk)
                 print(f"{label:8} {mode_name:10} {warps:>2}w      {report}", flush=True)
             continue
-        flags.update(N_PAD=triton.next_power_of_2(args.state), CHUNK_LEN=args.chunk)
+        flags.update(N_PAD=triton.next_power_of_2(args.state), CHUNK_LEN=args.chunk, LENGTH_ALIGN=length_align)
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
             for label, kernel, extra, max_registers in [

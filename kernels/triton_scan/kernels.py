@@ -485,6 +485,7 @@ def _scan_forward_kernel(
     FLIP: tl.constexpr,
     P_PAD: tl.constexpr,
     VEC: tl.constexpr,
+    LENGTH_ALIGN: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -501,6 +502,8 @@ def _scan_forward_kernel(
     reaches from zero (into local) and its sum of dt (decay_sum); FROM_CARRY starts each chunk from
     states[chunk - 1] (chained by ``_carry_kernel``) and writes out.
     """
+    # Unchanged in value (LENGTH_ALIGN divides L), but tells the compiler that rows start at multiples of it.
+    length = length // LENGTH_ALIGN * LENGTH_ALIGN
     batch, first, segment_end = _rows_of_program(tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D)
     channels = first + tl.arange(0, BLOCK_D)
     channel_mask = channels < segment_end
@@ -655,6 +658,7 @@ def _scan_backward_kernel(
     FLIP: tl.constexpr,
     P_PAD: tl.constexpr,
     VEC: tl.constexpr,
+    LENGTH_ALIGN: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -678,6 +682,7 @@ def _scan_backward_kernel(
     ddelta_bias are stored per (batch row, chunk); dB and dC are summed over the program's channels and added with
     one atomic per element when several programs share a group (ATOMIC_BC).
     """
+    length = length // LENGTH_ALIGN * LENGTH_ALIGN  # as in the forward kernel
     batch, first, segment_end = _rows_of_program(
         tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D * ROW_STEPS
     )

@@ -224,6 +224,12 @@ class _Geometry:
         return self.dim // math.lcm(self.b_groups, self.c_groups)
 
     @cached_property
+    def length_align(self) -> int:
+        """Largest power of two (at most 16) dividing L: token rows start at multiples of it, which lets the kernels'
+        loads and stores vectorise where L is not a multiple of 16 (VMamba-T stage 3: L = 196)."""
+        return min(16, self.length & -self.length)
+
+    @cached_property
     def state_pad(self) -> int:
         return _next_power_of_2(self.state)
 
@@ -312,14 +318,16 @@ def _state_tile_flags(geom: _Geometry, launch: _Launch, k: int, tile: int) -> di
     return dict(
         N_PAD=geom.state_pad,
         TILE_LEN=geom.tile_len(tile),
+        LENGTH_ALIGN=geom.length_align,
         FLIP=launch.flip,
         HAS_INDEX=launch.has_index,
         ACCUMULATE=k > 0,
     )
 
 
-def _direction_flags(launch: _Launch, k: int) -> dict:
+def _direction_flags(geom: _Geometry, launch: _Launch, k: int) -> dict:
     return dict(
+        LENGTH_ALIGN=geom.length_align,
         LAYOUT=launch.layout,
         FLIP=launch.flip,
         P_PAD=launch.rows_pad,
@@ -374,7 +382,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
             BLOCK_D=block_d,
             MODE=mode.value,
             num_warps=geom.tiling.forward_warps,
-            **_direction_flags(launches[k], k),
+            **_direction_flags(geom, launches[k], k),
             **flags,
         )
 
@@ -466,7 +474,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
             ROW_STEPS=row_steps(launches[k]),
             MODE=mode.value,
             num_warps=geom.tiling.backward_warps,
-            **_direction_flags(launches[k], k),
+            **_direction_flags(geom, launches[k], k),
             **flags,
         )
 

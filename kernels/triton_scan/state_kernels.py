@@ -198,6 +198,7 @@ def _state_forward_kernel(
     N_PAD: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
     TILE_LEN: tl.constexpr,
+    LENGTH_ALIGN: tl.constexpr,
     ROWS: tl.constexpr,
     NUM_STAGES: tl.constexpr,
     FLIP: tl.constexpr,
@@ -217,6 +218,8 @@ def _state_forward_kernel(
 
     SEQUENTIAL writes out and the state after every chunk; SUMMARY the state a chunk reaches from zero (local)
     and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
+    # Unchanged in value (LENGTH_ALIGN divides L), but tells the compiler that rows start at multiples of it.
+    length = length // LENGTH_ALIGN * LENGTH_ALIGN
     param_rows, shared_rows, delta_rows, B_row0, C_row0, chunk_rows = _channel_rows(
         direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE, ROWS
     )
@@ -309,6 +312,7 @@ def _state_backward_kernel(
     N_PAD: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
     TILE_LEN: tl.constexpr,
+    LENGTH_ALIGN: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -330,6 +334,7 @@ def _state_backward_kernel(
     the entry state of each from states[chunk - 1], kept in registers as an (N_PAD, CHUNK_LEN / TILE_LEN) tile.
     Partial sums of dA, dD and ddelta_bias are stored per (channel row, chunk); dB and dC are added atomically
     when several channels share a B or C group (ATOMIC_BC)."""
+    length = length // LENGTH_ALIGN * LENGTH_ALIGN  # as in the forward kernel
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
         direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE, 1
     )
