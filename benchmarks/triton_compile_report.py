@@ -138,7 +138,6 @@ def main() -> None:
     parser.add_argument("--channel-tiles", action="store_true", help="the (channel, token) kernels instead")
     parser.add_argument("--max-registers", type=int, help="backward: registers per thread at most (ptxas spills)")
     parser.add_argument("--stages", type=int, default=1, help="state tile forward: software-pipelining stages")
-    parser.add_argument("--rows", type=int, default=1, help="state tile forward, N = 1: channel rows per program")
     parser.add_argument("--length", type=int, default=INTS["length"], help="L (SegMamba stage 1 by default)")
     args = parser.parse_args()
     INTS["length"] = args.length
@@ -169,12 +168,7 @@ def main() -> None:
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
             for label, kernel, extra, max_registers in [
-                (
-                    "forward",
-                    state_kernels._state_forward_kernel,
-                    dict(NUM_STAGES=args.stages, ROWS=args.rows),
-                    None,
-                ),
+                ("forward", state_kernels._state_forward_kernel, dict(NUM_STAGES=args.stages), None),
                 (
                     "backward",
                     state_kernels._state_backward_kernel,
@@ -184,8 +178,7 @@ def main() -> None:
             ]:
                 constants = {**flags, **extra, "TILE_LEN": tile}
                 compiled = compile_sm90(kernel, constants, warps, token_type, max_registers)
-                rows = args.rows if label == "forward" else 1
-                report = summarise(compiled, warps, args.state * tile * rows)
+                report = summarise(compiled, warps, args.state * tile)
                 print(f"{label:8} {mode_name:10} {tiling:8} {report}", flush=True)
 
 

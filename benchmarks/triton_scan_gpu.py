@@ -193,10 +193,7 @@ STATE_SWEEP = {
     1: [
         ("default", None, None, None),
         ("channel tiles", "channel", None, None),
-        ("256/1w, 2 rows", StateTiling(256, 1, 128, 1, None, 2, 2), None, None),
-        ("256/1w, 4 rows", StateTiling(256, 1, 128, 1, None, 2, 4), None, None),
-        ("128/1w, 2 rows", StateTiling(128, 1, 128, 1, None, 2, 2), None, None),
-        ("128/1w, 4 rows", StateTiling(128, 1, 128, 1, None, 2, 4), None, None),
+        ("128/1w, 2 stages", StateTiling(128, 1, 128, 1, None, 2), None, None),
         ("256/1w, 1 stage", StateTiling(256, 1, 128, 1), None, None),
     ],
 }

@@ -400,6 +400,14 @@ def _channel_params(
 
 
 @triton.jit
+def _aligned_length(length, LENGTH_ALIGN: tl.constexpr):
+    """L, unchanged in value (LENGTH_ALIGN, a power of two, divides it), but known to the compiler as a multiple of
+    LENGTH_ALIGN: token rows then start at such multiples, and loads and stores vectorise where L is not a multiple
+    of 16 (Triton marks integer arguments divisible only by 16)."""
+    return length // LENGTH_ALIGN * LENGTH_ALIGN
+
+
+@triton.jit
 def _group_rows(batch, direction, first, dim, num_dirs, groups, length, STATE: tl.constexpr):
     """Offset of row n = 0 of the B (or C) group of the block's channels; row n is at + n * length."""
     group = direction * groups + first // (dim // groups)
@@ -502,8 +510,7 @@ def _scan_forward_kernel(
     reaches from zero (into local) and its sum of dt (decay_sum); FROM_CARRY starts each chunk from
     states[chunk - 1] (chained by ``_carry_kernel``) and writes out.
     """
-    # Unchanged in value (LENGTH_ALIGN divides L), but tells the compiler that rows start at multiples of it.
-    length = length // LENGTH_ALIGN * LENGTH_ALIGN
+    length = _aligned_length(length, LENGTH_ALIGN)
     batch, first, segment_end = _rows_of_program(tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D)
     channels = first + tl.arange(0, BLOCK_D)
     channel_mask = channels < segment_end
@@ -682,7 +689,7 @@ def _scan_backward_kernel(
     ddelta_bias are stored per (batch row, chunk); dB and dC are summed over the program's channels and added with
     one atomic per element when several programs share a group (ATOMIC_BC).
     """
-    length = length // LENGTH_ALIGN * LENGTH_ALIGN  # as in the forward kernel
+    length = _aligned_length(length, LENGTH_ALIGN)
     batch, first, segment_end = _rows_of_program(
         tl.program_id(0), dim, segment_len, blocks_per_segment, BLOCK_D * ROW_STEPS
     )

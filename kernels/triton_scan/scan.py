@@ -63,7 +63,7 @@ class StateTiling(NamedTuple):
     ``_Geometry.state_warps``); for the backward also a cap on registers per thread (ptxas spills above it; None:
     no cap); for the forward the software-pipelining stages of its tile loop (``tl.range``'s num_stages: the next
     tiles' loads are issued, as asynchronous copies, while one is computed; 1: none; used where a chunk has more
-    than one tile) and, for N = 1, the channel rows per program (see ``_Geometry.forward_rows``)."""
+    than one tile)."""
 
     forward_tile: int
     forward_warps: int
@@ -71,7 +71,6 @@ class StateTiling(NamedTuple):
     backward_warps: int
     backward_max_registers: int | None = None
     forward_stages: int = 1
-    forward_rows: int = 1
 
 
 STATE_TILES_FROM_N = 1
@@ -83,11 +82,10 @@ STATE_TILINGS = {1: StateTiling(256, 1, 128, 1, forward_stages=2), 64: StateTili
 those of ``TILINGS``. From the H200 sweeps (benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one
 warp per program keeps every reduction and scan inside the warp. At N = 1, 256-token forward tiles and 128-token
 backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 forward 0.263 vs 0.320 ms, backward
-0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms); several
-channel rows per program gained nothing at stage 3 (L = 196). For N > 1, 32-token tiles beat 64 and wider programs
-in the float32 forward. The backward left uncapped takes 255 registers (8 one-warp programs per SM) and still
-spills; capped at 168 it spills a little more but runs 12 programs per SM: 12-14 % faster at the SegMamba and
-VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains)."""
+0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms). For N > 1,
+32-token tiles beat 64 and wider programs in the float32 forward. The backward left uncapped takes 255 registers (8
+one-warp programs per SM) and still spills; capped at 168 it spills a little more but runs 12 programs per SM: 12-14
+% faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains)."""
 
 GATHER_TRANSPOSED_FROM_N = 1 << 20
 """Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)
@@ -181,13 +179,6 @@ class _Geometry:
         return STATE_TILINGS[min((k for k in STATE_TILINGS if k >= self.state), default=max(STATE_TILINGS))]
 
     @cached_property
-    def forward_rows(self) -> int:
-        """Channel rows per state tile forward program: the tiling's for N = 1 where they divide the channels that
-        share a B and a C group (a program's rows read one B and one C row), else 1."""
-        rows = self.state_tiling.forward_rows
-        return rows if self.state == 1 and self.segment_len % rows == 0 else 1
-
-    @cached_property
     def forward_stages(self) -> int:
         """Pipelining stages of the state tile forward: the tiling's where a chunk has several tiles, else 1."""
         tiling = self.state_tiling
@@ -225,8 +216,7 @@ class _Geometry:
 
     @cached_property
     def length_align(self) -> int:
-        """Largest power of two (at most 16) dividing L: token rows start at multiples of it, which lets the kernels'
-        loads and stores vectorise where L is not a multiple of 16 (VMamba-T stage 3: L = 196)."""
+        """Largest power of two (at most 16) dividing L: the kernels' LENGTH_ALIGN (``_aligned_length``)."""
         return min(16, self.length & -self.length)
 
     @cached_property
@@ -265,6 +255,7 @@ def _launch_flags(geom: _Geometry, D, z, delta_bias, softplus: bool, mean: bool,
         SOFTPLUS=softplus,
         MEAN=mean,
         COMPUTE=tl.float64 if dtype == torch.float64 else tl.float32,
+        LENGTH_ALIGN=geom.length_align,
     )
 
 
@@ -318,16 +309,14 @@ def _state_tile_flags(geom: _Geometry, launch: _Launch, k: int, tile: int) -> di
     return dict(
         N_PAD=geom.state_pad,
         TILE_LEN=geom.tile_len(tile),
-        LENGTH_ALIGN=geom.length_align,
         FLIP=launch.flip,
         HAS_INDEX=launch.has_index,
         ACCUMULATE=k > 0,
     )
 
 
-def _direction_flags(geom: _Geometry, launch: _Launch, k: int) -> dict:
+def _direction_flags(launch: _Launch, k: int) -> dict:
     return dict(
-        LENGTH_ALIGN=geom.length_align,
         LAYOUT=launch.layout,
         FLIP=launch.flip,
         P_PAD=launch.rows_pad,
@@ -357,7 +346,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u))
         chunks = () if mode == SEQUENTIAL else (launches[k].num_chunks,)
         if launches[k].state_tiles:
-            _state_forward_kernel[(geom.batch * geom.dim // geom.forward_rows, *chunks)](
+            _state_forward_kernel[(geom.batch * geom.dim, *chunks)](
                 *tensors,
                 out,
                 states,
@@ -366,7 +355,6 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 MODE=mode.value,
                 num_warps=geom.state_warps(geom.state_tiling.forward_warps),
-                ROWS=geom.forward_rows,
                 NUM_STAGES=geom.forward_stages,
                 **_state_tile_flags(geom, launches[k], k, geom.state_tiling.forward_tile),
                 **flags,
@@ -382,7 +370,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
             BLOCK_D=block_d,
             MODE=mode.value,
             num_warps=geom.tiling.forward_warps,
-            **_direction_flags(geom, launches[k], k),
+            **_direction_flags(launches[k], k),
             **flags,
         )
 
@@ -474,7 +462,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
             ROW_STEPS=row_steps(launches[k]),
             MODE=mode.value,
             num_warps=geom.tiling.backward_warps,
-            **_direction_flags(geom, launches[k], k),
+            **_direction_flags(launches[k], k),
             **flags,
         )
 

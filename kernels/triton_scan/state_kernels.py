@@ -27,6 +27,7 @@ from .kernels import (
     LOG2E,
     SEQUENTIAL,
     SUMMARY,
+    _aligned_length,
     _channel_params,
     _chunk_range,
     _exp2,
@@ -105,13 +106,13 @@ def _last_slot(tile):
 def _tile_summary(steps, values, rows, A2, AFTER: tl.constexpr):
     """(sum of steps, sum_t exp(A * sum of steps over the slots after t (AFTER) or before t) * values_t *
     rows[:, t]) of one tile: its affine map of the state, with no scan of the state (exponents <= 0 for steps >= 0).
-    A2 = A * log2(e), (R, 1); steps, values (ROWS, TILE_LEN); rows (N_PAD, TILE_LEN), R = max(N_PAD, ROWS).
-    Returns ((ROWS, 1), (R, 1)).
+    A2 = A * log2(e), (N_PAD, 1); steps, values (1, TILE_LEN); rows (N_PAD, TILE_LEN). Returns (a scalar,
+    (N_PAD, 1)).
 
     The sums after t are taken as total - running sum (a forward scan, see the module docstring): with steps >= 0
     (softplus) rounding can leave them a few ulps below 0, which changes exp(A * sum) by as little."""
     inclusive = tl.cumsum(steps, axis=1)
-    total = tl.sum(steps, axis=1, keep_dims=True)
+    total = tl.sum(steps)
     excluded = total - inclusive if AFTER else inclusive - steps
     weights = _exp2(A2 * excluded)
     return total, tl.sum(weights * values * rows, axis=1, keep_dims=True)
@@ -146,23 +147,19 @@ def _output_grad(
 
 
 @triton.jit
-def _channel_rows(
-    direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE: tl.constexpr, ROWS: tl.constexpr
-):
-    """Offsets of this program's ROWS channel rows (program_id(0) * ROWS = batch * dim + first channel; ROWS
-    divides the channels that share a B and a C group) in direction ``direction``, each (ROWS, 1): their rows of
-    A/D/delta_bias, of the shared (Bt, D, L) tensors, of delta, of the per-chunk tensors (times N for states); and
-    the scalar offsets of row n = 0 of their B group and of their C group."""
-    first = tl.program_id(0) * ROWS
-    batch = (first // dim).to(tl.int64)
-    channel = first % dim
-    channels = channel + tl.arange(0, ROWS)[:, None]
-    param_rows = direction * dim + channels
-    direction_rows = (batch * num_dirs + direction) * dim + channels
+def _channel_rows(direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE: tl.constexpr):
+    """Offsets of this program's channel row (program_id(0) = batch * dim + channel) in direction ``direction``:
+    (its row of A/D/delta_bias, of the shared (Bt, D, L) tensors, of delta, row n = 0 of its B group and of its C
+    group, its row of the per-chunk tensors (times N for states))."""
+    row = tl.program_id(0)
+    batch = (row // dim).to(tl.int64)
+    channel = row % dim
+    param_row = direction * dim + channel
+    direction_row = (batch * num_dirs + direction) * dim + channel
     B_row0 = _group_rows(batch, direction, channel, dim, num_dirs, b_groups, length, STATE)
     C_row0 = _group_rows(batch, direction, channel, dim, num_dirs, c_groups, length, STATE)
-    shared_rows = (batch * dim + channels) * length
-    return param_rows, shared_rows, direction_rows * length, B_row0, C_row0, direction_rows * chunk_stride
+    shared_row = (batch * dim + channel) * length
+    return param_row, shared_row, direction_row * length, B_row0, C_row0, direction_row * chunk_stride
 
 
 @triton.jit
@@ -199,7 +196,6 @@ def _state_forward_kernel(
     CHUNK_LEN: tl.constexpr,
     TILE_LEN: tl.constexpr,
     LENGTH_ALIGN: tl.constexpr,
-    ROWS: tl.constexpr,
     NUM_STAGES: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
@@ -212,39 +208,34 @@ def _state_forward_kernel(
     MODE: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):
-    """Grid: (Bt * D / ROWS,) for SEQUENTIAL, (Bt * D / ROWS, n_chunks) otherwise; same outputs as
-    ``_scan_forward_kernel``. ROWS > 1 (channel rows per program) only with N = 1: the tiles' rows are then the
-    channels, not the state indices.
+    """Grid: (Bt * D,) for SEQUENTIAL, (Bt * D, n_chunks) otherwise; same outputs as ``_scan_forward_kernel``.
 
     SEQUENTIAL writes out and the state after every chunk; SUMMARY the state a chunk reaches from zero (local)
     and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
-    # Unchanged in value (LENGTH_ALIGN divides L), but tells the compiler that rows start at multiples of it.
-    length = length // LENGTH_ALIGN * LENGTH_ALIGN
-    param_rows, shared_rows, delta_rows, B_row0, C_row0, chunk_rows = _channel_rows(
-        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE, ROWS
+    length = _aligned_length(length, LENGTH_ALIGN)
+    param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
+        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
     )
-    tl.static_assert(ROWS == 1 or N_PAD == 1, "several channel rows per program only for N = 1")
-    # Channel vectors are (ROWS, 1), state vectors (N_PAD, 1), token vectors (ROWS or 1, TILE_LEN): all broadcast
-    # against the tiles' layout.
+    # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE
-    A2 = tl.load(A_ptr + param_rows * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
-    skip, bias = _channel_params(D_ptr, bias_ptr, param_rows, True, HAS_D, HAS_BIAS, COMPUTE)
+    A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
     first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
-    h = tl.full((N_PAD * ROWS, 1), 0, COMPUTE)
+    h = tl.full((N_PAD, 1), 0, COMPUTE)
     for chunk in range(first_chunk, end_chunk):
         if MODE == SUMMARY:
-            h = tl.full((N_PAD * ROWS, 1), 0, COMPUTE)
-            dt_total = tl.full((ROWS, 1), 0, COMPUTE)
+            h = tl.full((N_PAD, 1), 0, COMPUTE)
+            dt_total = tl.full((), 0, COMPUTE)
         elif MODE != SEQUENTIAL:
-            entry = states_ptr + (chunk_rows + chunk - 1) * STATE + state_n
+            entry = states_ptr + (chunk_row + chunk - 1) * STATE + state_n
             h = tl.load(entry, mask=state_mask & (chunk > 0), other=0).to(COMPUTE)
         for tile in tl.range(_tile_count(chunk, length, CHUNK_LEN, TILE_LEN), num_stages=NUM_STAGES):
             positions, valid = _tile_slots(
                 index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
             )
-            u = tl.load(u_ptr + shared_rows + positions, mask=valid, other=0).to(COMPUTE)
-            raw = tl.load(delta_ptr + delta_rows + positions, mask=valid, other=0).to(COMPUTE)
+            u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
             _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
             dtu = dt * u
             B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
@@ -257,22 +248,21 @@ def _state_forward_kernel(
                 hs = _tile_scan(_exp2(dt * A2), dtu * B, h)
                 # Masked slots have decay 1 and no input: the last slot holds the tile's end state.
                 h = _last_slot(hs)
-                # With N = 1 the rows are channels (ROWS), not states to sum over.
-                y = tl.sum(hs * C, axis=0, keep_dims=True) if N_PAD > 1 else hs * C
+                y = tl.sum(hs * C, axis=0, keep_dims=True)
                 if HAS_D:
                     y += skip * u
                 if HAS_Z:
-                    z = tl.load(z_ptr + shared_rows + positions, mask=valid, other=0).to(COMPUTE)
+                    z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
                     y *= z * _sigmoid(z)
                 if MEAN:
                     y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
                 if ACCUMULATE:
-                    y += tl.load(out_ptr + shared_rows + positions, mask=valid, other=0)
-                tl.store(out_ptr + shared_rows + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
-        state_offsets = (chunk_rows + chunk) * STATE + state_n
+                    y += tl.load(out_ptr + shared_row + positions, mask=valid, other=0)
+                tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
+        state_offsets = (chunk_row + chunk) * STATE + state_n
         if MODE == SUMMARY:
             tl.store(local_ptr + state_offsets, h, mask=state_mask)
-            tl.store(decay_sum_ptr + chunk_rows + chunk, dt_total)
+            tl.store(decay_sum_ptr + chunk_row + chunk, dt_total)
         elif MODE == SEQUENTIAL:
             tl.store(states_ptr + state_offsets, h, mask=state_mask)
 
@@ -334,9 +324,9 @@ def _state_backward_kernel(
     the entry state of each from states[chunk - 1], kept in registers as an (N_PAD, CHUNK_LEN / TILE_LEN) tile.
     Partial sums of dA, dD and ddelta_bias are stored per (channel row, chunk); dB and dC are added atomically
     when several channels share a B or C group (ATOMIC_BC)."""
-    length = length // LENGTH_ALIGN * LENGTH_ALIGN  # as in the forward kernel
+    length = _aligned_length(length, LENGTH_ALIGN)
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE, 1
+        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
     )
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE
@@ -354,7 +344,7 @@ def _state_backward_kernel(
         tiles = _tile_count(chunk, length, CHUNK_LEN, TILE_LEN)
         if MODE == SUMMARY:
             dh = tl.full((N_PAD, 1), 0, COMPUTE)
-            next_dt_total = tl.full((1, 1), 0, COMPUTE)
+            next_dt_total = tl.full((), 0, COMPUTE)
         else:
             if MODE != SEQUENTIAL:
                 dh = tl.load(carry_ptr + state_offsets, mask=state_mask & (chunk < num_chunks - 1), other=0).to(COMPUTE)

@@ -47,9 +47,8 @@ def layout(request, monkeypatch):
         monkeypatch.setattr(triton_scan, "STATE_TILES_FROM_N", 1 << 20)
     if request.param != "default":
         monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
-        # State tile kernels: chunks of two 4-token tiles; at N = 1, forward programs of 2 channel rows where the
-        # channels of a B/C group are even in number.
-        tiling = triton_scan.StateTiling(4, 1, 4, 1, forward_stages=2, forward_rows=2)
+        # State tile kernels: chunks of two 4-token tiles, the forward's tile loop in 2 pipelining stages.
+        tiling = triton_scan.StateTiling(4, 1, 4, 1, forward_stages=2)
         monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: tiling})
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
         # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
