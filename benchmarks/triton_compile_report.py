@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--channel-tiles", action="store_true", help="the (channel, token) kernels instead")
     parser.add_argument("--max-registers", type=int, help="backward: registers per thread at most (ptxas spills)")
     parser.add_argument("--stages", type=int, default=1, help="state tile forward: software-pipelining stages")
+    parser.add_argument("--bc-vector", type=int, default=0, help="state tile backward: B, C tokens per vector load")
     parser.add_argument("--length", type=int, default=INTS["length"], help="L (SegMamba stage 1 by default)")
     args = parser.parse_args()
     INTS["length"] = args.length
@@ -172,7 +173,7 @@ def main() -> None:
                 (
                     "backward",
                     state_kernels._state_backward_kernel,
-                    dict(ATOMIC_BC=True),
+                    dict(ATOMIC_BC=True, BC_VECTOR=args.bc_vector),
                     args.max_registers,
                 ),
             ]:

@@ -184,11 +184,9 @@ StateTiling = triton_scan.StateTiling
 STATE_SWEEP = {
     16: [
         ("default", None, None, None),
-        ("32/1w, bwd uncapped", StateTiling(32, 1, 32, 1), None, None),
-        ("64/1w, bwd uncapped", StateTiling(64, 1, 64, 1), None, None),
-        ("64/1w, bwd <= 200 regs", StateTiling(64, 1, 64, 1, 200), None, None),
-        ("32/1w chunk 2048 <= 168", StateTiling(32, 1, 32, 1, 168), None, Tiling(2048, 1, 8, 1, 16)),
-        ("64/1w chunk 2048", StateTiling(64, 1, 64, 1), None, Tiling(2048, 1, 8, 1, 16)),
+        ("32/1w <= 168, 16-byte B/C", StateTiling(32, 1, 32, 1, 168), None, None),
+        ("32/1w <= 184", StateTiling(32, 1, 32, 1, 184, backward_vector=4), None, None),
+        ("32/1w uncapped", StateTiling(32, 1, 32, 1, backward_vector=4), None, None),
     ],
     1: [
         ("default", None, None, None),

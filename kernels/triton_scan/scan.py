@@ -63,7 +63,8 @@ class StateTiling(NamedTuple):
     ``_Geometry.state_warps``); for the backward also a cap on registers per thread (ptxas spills above it; None:
     no cap); for the forward the software-pipelining stages of its tile loop (``tl.range``'s num_stages: the next
     tiles' loads are issued, as asynchronous copies, while one is computed; 1: none; used where a chunk has more
-    than one tile)."""
+    than one tile); for the backward the most tokens per vector load of its B and C tiles (0: Triton's choice, 16
+    bytes)."""
 
     forward_tile: int
     forward_warps: int
@@ -71,13 +72,17 @@ class StateTiling(NamedTuple):
     backward_warps: int
     backward_max_registers: int | None = None
     forward_stages: int = 1
+    backward_vector: int = 0
 
 
 STATE_TILES_FROM_N = 1
 """Smallest N served by the (state, token) tile kernels; smaller N (and TRANSPOSED directions) by the (channel,
 token) tile kernels. Raised only to compare the two (benchmarks, tests)."""
 
-STATE_TILINGS = {1: StateTiling(256, 1, 128, 1, forward_stages=2), 64: StateTiling(32, 1, 32, 1, 168)}
+STATE_TILINGS = {
+    1: StateTiling(256, 1, 128, 1, forward_stages=2),
+    64: StateTiling(32, 1, 32, 1, 168, backward_vector=4),
+}
 """The (state, token) tilings, keyed like ``TILINGS`` by the largest N they serve; their chunks (saved states) are
 those of ``TILINGS``. From the H200 sweeps (benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one
 warp per program keeps every reduction and scan inside the warp. At N = 1, 256-token forward tiles and 128-token
@@ -442,6 +447,7 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 *outputs,
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
                 ATOMIC_BC=atomic_bc[k],
+                BC_VECTOR=geom.state_tiling.backward_vector,
                 MODE=mode.value,
                 num_warps=geom.state_warps(geom.state_tiling.backward_warps),
                 maxnreg=geom.state_tiling.backward_max_registers,

@@ -67,10 +67,15 @@ def _tile_slots(
 
 
 @triton.jit
-def _load_states(ptr, row_offset, positions, valid, state_mask, length):
-    """(N_PAD, TILE_LEN) tile of the N rows of a B or C group (row n at row_offset + n * length); 0 where masked."""
+def _load_states(ptr, row_offset, positions, valid, state_mask, length, VECTOR: tl.constexpr = 0):
+    """(N_PAD, TILE_LEN) tile of the N rows of a B or C group (row n at row_offset + n * length); 0 where masked.
+    VECTOR > 0: loaded in vectors of at most that many tokens (Triton otherwise picks 16 bytes: 8 tokens in 16-bit
+    types, which gives the tile another register layout than the float32 tiles it meets)."""
     rows = tl.arange(0, state_mask.shape[0])[:, None]
-    return tl.load(ptr + row_offset + rows * length + positions, mask=state_mask & valid, other=0)
+    offsets = row_offset + rows * length + positions
+    if VECTOR > 0:
+        offsets = tl.max_contiguous(offsets, [1, VECTOR])
+    return tl.load(ptr + offsets, mask=state_mask & valid, other=0)
 
 
 @triton.jit
@@ -302,6 +307,7 @@ def _state_backward_kernel(
     N_PAD: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
     TILE_LEN: tl.constexpr,
+    BC_VECTOR: tl.constexpr,
     LENGTH_ALIGN: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
@@ -359,7 +365,7 @@ def _state_backward_kernel(
                 u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
                 raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
                 _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
-                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
                 tile_dt, tile_input = _tile_summary(dt, dt * u, B, A2, True)
                 h = _exp2(A2 * tile_dt) * h + tile_input
             # dA summed over each tile's slots as it goes (an (N_PAD, TILE_LEN) accumulator costs registers); dD
@@ -381,7 +387,7 @@ def _state_backward_kernel(
                 dy, _, _, _ = _output_grad(
                     dout_ptr, z_ptr, shared_row, positions, valid, num_dirs, HAS_Z, MEAN, COMPUTE
                 )
-                C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
                 tile_dt, tile_input = _tile_summary(next_dt, dy, C, A2, False)
                 dh = _exp2(A2 * tile_dt) * dh + tile_input
                 next_dt_total += tile_dt
@@ -400,7 +406,9 @@ def _state_backward_kernel(
                 back_dy, _, _, _ = _output_grad(
                     dout_ptr, z_ptr, shared_row, back_positions, back_valid, num_dirs, HAS_Z, MEAN, COMPUTE
                 )
-                back_C = _load_states(C_ptr, C_row0, back_positions, back_valid, state_mask, length).to(COMPUTE)
+                back_C = _load_states(C_ptr, C_row0, back_positions, back_valid, state_mask, length, BC_VECTOR).to(
+                    COMPUTE
+                )
                 back_dhs = _tile_scan(_exp2(back_next_dt * A2), back_dy * back_C, dh)
                 dh = _last_slot(back_dhs)
                 dhs = tl.flip(back_dhs, 1)
@@ -408,7 +416,7 @@ def _state_backward_kernel(
                 raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
                 dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
                 dtu = dt * u
-                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
                 h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1, keep_dims=True)
                 drive = dtu * B
                 hs = _tile_scan(_exp2(dt * A2), drive, h_entry)
@@ -427,7 +435,7 @@ def _state_backward_kernel(
                     du += skip * dy
                     dD_sum += dy * u
                 if HAS_Z:
-                    C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                    C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
                     y = tl.sum(hs * C, axis=0, keep_dims=True)
                     if HAS_D:
                         y += skip * u
