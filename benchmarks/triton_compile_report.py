@@ -165,7 +165,14 @@ def main() -> None:
                 report = summarise(compiled, warps, args.state * args.chunk)
                 print(f"{label:8} {mode_name:10} {warps:>2}w      {report}", flush=True)
             continue
-        flags.update(N_PAD=triton.next_power_of_2(args.state), CHUNK_LEN=args.chunk, LENGTH_ALIGN=length_align)
+        flags.update(
+            N_PAD=triton.next_power_of_2(args.state),
+            CHUNK_LEN=args.chunk,
+            LENGTH_ALIGN=length_align,
+            DIM=INTS["dim"],
+            B_GROUPS=INTS["b_groups"],
+            C_GROUPS=INTS["c_groups"],
+        )
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
             for label, kernel, extra, max_registers in [

@@ -4,7 +4,7 @@
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
     python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # state tile work splits, N = 16 and 1
-    python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name contains N1
+    python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name ends with N1
 
 Times are medians from ``triton.testing.do_bench`` (forward under no_grad; forward + backward with a
 fixed cotangent). "GB/s" counts the forward's compulsory traffic: u, delta, out (and z) once each.
@@ -191,8 +191,8 @@ STATE_SWEEP = {
     1: [
         ("default", None, None, None),
         ("channel tiles", "channel", None, None),
-        ("128/1w, 2 stages", StateTiling(128, 1, 128, 1, None, 2), None, None),
-        ("256/1w, 1 stage", StateTiling(256, 1, 128, 1), None, None),
+        ("512/1w, 2 stages", StateTiling(512, 1, 128, 1, None, 2), None, None),
+        ("256/1w, 3 stages", StateTiling(256, 1, 128, 1, None, 3), None, None),
     ],
 }
 
@@ -261,7 +261,7 @@ def state_sweep(dtypes: list[torch.dtype], budget_s: float, only: str) -> None:
     print(f"{'shape':18} {'dtype':9} {'tiling':24} {'fwd ms':>8} {'bwd ms':>8} {'max rel err':>12}")
     for dtype in dtypes:
         for name, batch, channels, state, length, groups in STATE_SHAPES:
-            if only not in name:
+            if not name.endswith(only):
                 continue
             inputs = make_inputs(batch, channels, state, length, dtype, False, groups=groups)
             for label, tiling, parallel, chunked in STATE_SWEEP[state]:
@@ -298,7 +298,7 @@ def main() -> None:
         help="time only the fused scan per direction kind (VMamba-T S1, N = 1 and 16)",
     )
     parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
-    parser.add_argument("--only", default="", help="state sweep: only the shapes whose name contains this")
+    parser.add_argument("--only", default="", help="state sweep: only the shapes whose name ends with this")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="state sweep: these dtypes")
     parser.add_argument("--budget-s", type=float, default=120.0, help="stop sweeping after this many seconds")
     args = parser.parse_args()

@@ -307,11 +307,18 @@ def _direction_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int,
 
 def _state_tile_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int) -> tuple:
     """The (state, token) tile kernels' runtime size arguments for direction k."""
-    return (k, geom.dim, geom.length, launch.num_chunks, chunk_stride, geom.num_dirs, geom.b_groups, geom.c_groups)
+    return (k, geom.length, launch.num_chunks, chunk_stride, geom.num_dirs)
 
 
 def _state_tile_flags(geom: _Geometry, launch: _Launch, k: int, tile: int) -> dict:
+    """Compile-time arguments of the (state, token) tile kernels: with the channel count and the B and C group
+    counts among them, a program finds its batch, channel and groups by multiplications instead of runtime integer
+    divisions (about 20 instructions each, a large part of a short program's set-up); a model has few distinct
+    channel counts, so few variants compile."""
     return dict(
+        DIM=geom.dim,
+        B_GROUPS=geom.b_groups,
+        C_GROUPS=geom.c_groups,
         N_PAD=geom.state_pad,
         TILE_LEN=geom.tile_len(tile),
         FLIP=launch.flip,

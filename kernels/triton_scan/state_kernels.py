@@ -152,18 +152,27 @@ def _output_grad(
 
 
 @triton.jit
-def _channel_rows(direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE: tl.constexpr):
-    """Offsets of this program's channel row (program_id(0) = batch * dim + channel) in direction ``direction``:
+def _channel_rows(
+    direction,
+    length,
+    chunk_stride,
+    num_dirs,
+    DIM: tl.constexpr,
+    B_GROUPS: tl.constexpr,
+    C_GROUPS: tl.constexpr,
+    STATE: tl.constexpr,
+):
+    """Offsets of this program's channel row (program_id(0) = batch * DIM + channel) in direction ``direction``:
     (its row of A/D/delta_bias, of the shared (Bt, D, L) tensors, of delta, row n = 0 of its B group and of its C
     group, its row of the per-chunk tensors (times N for states))."""
     row = tl.program_id(0)
-    batch = (row // dim).to(tl.int64)
-    channel = row % dim
-    param_row = direction * dim + channel
-    direction_row = (batch * num_dirs + direction) * dim + channel
-    B_row0 = _group_rows(batch, direction, channel, dim, num_dirs, b_groups, length, STATE)
-    C_row0 = _group_rows(batch, direction, channel, dim, num_dirs, c_groups, length, STATE)
-    shared_row = (batch * dim + channel) * length
+    batch = (row // DIM).to(tl.int64)
+    channel = row % DIM
+    param_row = direction * DIM + channel
+    direction_row = (batch * num_dirs + direction) * DIM + channel
+    B_row0 = _group_rows(batch, direction, channel, DIM, num_dirs, B_GROUPS, length, STATE)
+    C_row0 = _group_rows(batch, direction, channel, DIM, num_dirs, C_GROUPS, length, STATE)
+    shared_row = (batch * DIM + channel) * length
     return param_row, shared_row, direction_row * length, B_row0, C_row0, direction_row * chunk_stride
 
 
@@ -189,13 +198,13 @@ def _state_forward_kernel(
     local_ptr,
     decay_sum_ptr,
     direction,
-    dim,
     length,
     num_chunks,
     chunk_stride,
     num_dirs,
-    b_groups,
-    c_groups,
+    DIM: tl.constexpr,
+    B_GROUPS: tl.constexpr,
+    C_GROUPS: tl.constexpr,
     STATE: tl.constexpr,
     N_PAD: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
@@ -219,7 +228,7 @@ def _state_forward_kernel(
     and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
     length = _aligned_length(length, LENGTH_ALIGN)
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
+        direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
     )
     # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
     state_n = tl.arange(0, N_PAD)[:, None]
@@ -240,7 +249,7 @@ def _state_forward_kernel(
                 index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
             )
             u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
             _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
             dtu = dt * u
             B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
@@ -296,13 +305,13 @@ def _state_backward_kernel(
     dD_ptr,
     dbias_ptr,
     direction,
-    dim,
     length,
     num_chunks,
     chunk_stride,
     num_dirs,
-    b_groups,
-    c_groups,
+    DIM: tl.constexpr,
+    B_GROUPS: tl.constexpr,
+    C_GROUPS: tl.constexpr,
     STATE: tl.constexpr,
     N_PAD: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
@@ -332,7 +341,7 @@ def _state_backward_kernel(
     when several channels share a B or C group (ATOMIC_BC)."""
     length = _aligned_length(length, LENGTH_ALIGN)
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-        direction, dim, length, chunk_stride, num_dirs, b_groups, c_groups, STATE
+        direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
     )
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE
@@ -363,7 +372,7 @@ def _state_backward_kernel(
                     index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
                 )
                 u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
                 _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
                 B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
                 tile_dt, tile_input = _tile_summary(dt, dt * u, B, A2, True)
@@ -382,7 +391,7 @@ def _state_backward_kernel(
                 next_positions, next_valid = _tile_slots(
                     index_ptr, first_step, length, True, False, FLIP, HAS_INDEX, TILE_LEN
                 )
-                next_raw = tl.load(delta_ptr + delta_row + next_positions, mask=next_valid, other=0).to(COMPUTE)
+                next_raw = tl.load(delta_ptr + delta_row + next_positions, mask=next_valid, other=0)
                 _, next_dt = _step_sizes(next_raw, next_valid, bias, SOFTPLUS)
                 dy, _, _, _ = _output_grad(
                     dout_ptr, z_ptr, shared_row, positions, valid, num_dirs, HAS_Z, MEAN, COMPUTE
@@ -401,7 +410,7 @@ def _state_backward_kernel(
                 back_next, back_next_valid = _tile_slots(
                     index_ptr, first_step, length, True, True, FLIP, HAS_INDEX, TILE_LEN
                 )
-                back_raw = tl.load(delta_ptr + delta_row + back_next, mask=back_next_valid, other=0).to(COMPUTE)
+                back_raw = tl.load(delta_ptr + delta_row + back_next, mask=back_next_valid, other=0)
                 _, back_next_dt = _step_sizes(back_raw, back_next_valid, bias, SOFTPLUS)
                 back_dy, _, _, _ = _output_grad(
                     dout_ptr, z_ptr, shared_row, back_positions, back_valid, num_dirs, HAS_Z, MEAN, COMPUTE
@@ -413,7 +422,7 @@ def _state_backward_kernel(
                 dh = _last_slot(back_dhs)
                 dhs = tl.flip(back_dhs, 1)
                 u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0).to(COMPUTE)
+                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
                 dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
                 dtu = dt * u
                 B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
