@@ -191,8 +191,9 @@ STATE_SWEEP = {
     1: [
         ("default", None, None, None),
         ("channel tiles", "channel", None, None),
-        ("512/1w, 2 stages", StateTiling(512, 1, 128, 1, None, 2), None, None),
-        ("256/1w, 3 stages", StateTiling(256, 1, 128, 1, None, 3), None, None),
+        ("256/1w 2 stages, 4 rows", StateTiling(256, 1, 128, 1, None, 2, forward_rows=4), None, None),
+        ("256/1w 2 stages, 8 rows", StateTiling(256, 1, 128, 1, None, 2, forward_rows=8), None, None),
+        ("256/1w 2 stages, 16 rows", StateTiling(256, 1, 128, 1, None, 2, forward_rows=16), None, None),
     ],
 }
 

@@ -64,7 +64,8 @@ class StateTiling(NamedTuple):
     no cap); for the forward the software-pipelining stages of its tile loop (``tl.range``'s num_stages: the next
     tiles' loads are issued, as asynchronous copies, while one is computed; 1: none; used where a chunk has more
     than one tile); for the backward the most tokens per vector load of its B and C tiles (0: Triton's choice, 16
-    bytes)."""
+    bytes); for the forward, in launches of one program per channel row (not chunk-parallel), the channel rows
+    that one program walks one after the other (a power of two; fewer where it does not divide Bt * D)."""
 
     forward_tile: int
     forward_warps: int
@@ -73,6 +74,7 @@ class StateTiling(NamedTuple):
     backward_max_registers: int | None = None
     forward_stages: int = 1
     backward_vector: int = 0
+    forward_rows: int = 1
 
 
 STATE_TILES_FROM_N = 1
@@ -188,6 +190,15 @@ class _Geometry:
         """Pipelining stages of the state tile forward: the tiling's where a chunk has several tiles, else 1."""
         tiling = self.state_tiling
         return tiling.forward_stages if self.chunk_len > self.tile_len(tiling.forward_tile) else 1
+
+    @cached_property
+    def forward_rows(self) -> int:
+        """Channel rows per program of the state tile forward's SEQUENTIAL launches: the tiling's, halved until it
+        divides Bt * D."""
+        rows = self.state_tiling.forward_rows
+        while (self.batch * self.dim) % rows:
+            rows //= 2
+        return rows
 
     def tile_len(self, tile: int) -> int:
         """Tokens per register tile of the (state, token) tile kernels: ``tile``, or the chunk if shorter."""
@@ -358,7 +369,8 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u))
         chunks = () if mode == SEQUENTIAL else (launches[k].num_chunks,)
         if launches[k].state_tiles:
-            _state_forward_kernel[(geom.batch * geom.dim, *chunks)](
+            rows = geom.forward_rows if mode == SEQUENTIAL else 1
+            _state_forward_kernel[(geom.batch * geom.dim // rows, *chunks)](
                 *tensors,
                 out,
                 states,
@@ -368,6 +380,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 MODE=mode.value,
                 num_warps=geom.state_warps(geom.state_tiling.forward_warps),
                 NUM_STAGES=geom.forward_stages,
+                ROWS=rows,
                 **_state_tile_flags(geom, launches[k], k, geom.state_tiling.forward_tile),
                 **flags,
             )

@@ -153,6 +153,7 @@ def _output_grad(
 
 @triton.jit
 def _channel_rows(
+    row,
     direction,
     length,
     chunk_stride,
@@ -162,10 +163,9 @@ def _channel_rows(
     C_GROUPS: tl.constexpr,
     STATE: tl.constexpr,
 ):
-    """Offsets of this program's channel row (program_id(0) = batch * DIM + channel) in direction ``direction``:
+    """Offsets of channel row ``row`` (= batch * DIM + channel) in direction ``direction``:
     (its row of A/D/delta_bias, of the shared (Bt, D, L) tensors, of delta, row n = 0 of its B group and of its C
     group, its row of the per-chunk tensors (times N for states))."""
-    row = tl.program_id(0)
     batch = (row // DIM).to(tl.int64)
     channel = row % DIM
     param_row = direction * DIM + channel
@@ -211,6 +211,7 @@ def _state_forward_kernel(
     TILE_LEN: tl.constexpr,
     LENGTH_ALIGN: tl.constexpr,
     NUM_STAGES: tl.constexpr,
+    ROWS: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -222,13 +223,98 @@ def _state_forward_kernel(
     MODE: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):
-    """Grid: (Bt * D,) for SEQUENTIAL, (Bt * D, n_chunks) otherwise; same outputs as ``_scan_forward_kernel``.
+    """Grid: (Bt * D / ROWS,) for SEQUENTIAL, (Bt * D / ROWS, n_chunks) otherwise; same outputs as
+    ``_scan_forward_kernel``. A program walks ROWS channel rows one after the other: short rows then share one
+    program's launch and set-up.
 
     SEQUENTIAL writes out and the state after every chunk; SUMMARY the state a chunk reaches from zero (local)
     and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
     length = _aligned_length(length, LENGTH_ALIGN)
+    for row_step in range(ROWS):
+        _forward_row(
+            u_ptr,
+            delta_ptr,
+            A_ptr,
+            B_ptr,
+            C_ptr,
+            D_ptr,
+            z_ptr,
+            bias_ptr,
+            index_ptr,
+            out_ptr,
+            states_ptr,
+            local_ptr,
+            decay_sum_ptr,
+            tl.program_id(0) * ROWS + row_step,
+            direction,
+            length,
+            num_chunks,
+            chunk_stride,
+            num_dirs,
+            DIM,
+            B_GROUPS,
+            C_GROUPS,
+            STATE,
+            N_PAD,
+            CHUNK_LEN,
+            TILE_LEN,
+            NUM_STAGES,
+            FLIP,
+            HAS_INDEX,
+            HAS_D,
+            HAS_Z,
+            HAS_BIAS,
+            SOFTPLUS,
+            ACCUMULATE,
+            MEAN,
+            MODE,
+            COMPUTE,
+        )
+
+
+@triton.jit
+def _forward_row(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    index_ptr,
+    out_ptr,
+    states_ptr,
+    local_ptr,
+    decay_sum_ptr,
+    row,
+    direction,
+    length,
+    num_chunks,
+    chunk_stride,
+    num_dirs,
+    DIM: tl.constexpr,
+    B_GROUPS: tl.constexpr,
+    C_GROUPS: tl.constexpr,
+    STATE: tl.constexpr,
+    N_PAD: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    TILE_LEN: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_INDEX: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    MEAN: tl.constexpr,
+    MODE: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """The forward pass of ``_state_forward_kernel`` over one channel row (its chunk in the chunk-parallel modes)."""
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-        direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
+        row, direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
     )
     # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
     state_n = tl.arange(0, N_PAD)[:, None]
@@ -341,7 +427,7 @@ def _state_backward_kernel(
     when several channels share a B or C group (ATOMIC_BC)."""
     length = _aligned_length(length, LENGTH_ALIGN)
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-        direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
+        tl.program_id(0), direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
     )
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE

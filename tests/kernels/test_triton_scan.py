@@ -47,8 +47,9 @@ def layout(request, monkeypatch):
         monkeypatch.setattr(triton_scan, "STATE_TILES_FROM_N", 1 << 20)
     if request.param != "default":
         monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
-        # State tile kernels: chunks of two 4-token tiles, the forward's tile loop in 2 pipelining stages.
-        tiling = triton_scan.StateTiling(4, 1, 4, 1, forward_stages=2)
+        # State tile kernels: chunks of two 4-token tiles, the forward's tile loop in 2 pipelining stages, its
+        # programs walking 2 channel rows (1 where Bt * D is odd), B and C loaded in 2-token vectors.
+        tiling = triton_scan.StateTiling(4, 1, 4, 1, forward_stages=2, backward_vector=2, forward_rows=2)
         monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: tiling})
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
         # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
