@@ -191,9 +191,8 @@ STATE_SWEEP = {
     1: [
         ("default", None, None, None),
         ("channel tiles", "channel", None, None),
-        ("256/1w 2 stages, 4 rows", StateTiling(256, 1, 128, 1, None, 2, forward_rows=4), None, None),
+        ("256/1w 2 stages, 1 row", StateTiling(256, 1, 128, 1, None, 2), None, None),
         ("256/1w 2 stages, 8 rows", StateTiling(256, 1, 128, 1, None, 2, forward_rows=8), None, None),
-        ("256/1w 2 stages, 16 rows", StateTiling(256, 1, 128, 1, None, 2, forward_rows=16), None, None),
     ],
 }
 

@@ -64,8 +64,9 @@ class StateTiling(NamedTuple):
     no cap); for the forward the software-pipelining stages of its tile loop (``tl.range``'s num_stages: the next
     tiles' loads are issued, as asynchronous copies, while one is computed; 1: none; used where a chunk has more
     than one tile); for the backward the most tokens per vector load of its B and C tiles (0: Triton's choice, 16
-    bytes); for the forward, in launches of one program per channel row (not chunk-parallel), the channel rows
-    that one program walks one after the other (a power of two; fewer where it does not divide Bt * D)."""
+    bytes); for the forward, in launches of one program per channel row (not chunk-parallel) whose rows fit one
+    tile, the channel rows that one program walks one after the other (a power of two; fewer where it does not
+    divide Bt * D)."""
 
     forward_tile: int
     forward_warps: int
@@ -82,17 +83,22 @@ STATE_TILES_FROM_N = 1
 token) tile kernels. Raised only to compare the two (benchmarks, tests)."""
 
 STATE_TILINGS = {
-    1: StateTiling(256, 1, 128, 1, forward_stages=2),
+    1: StateTiling(256, 1, 128, 1, forward_stages=2, forward_rows=4),
     64: StateTiling(32, 1, 32, 1, 168, backward_vector=4),
 }
 """The (state, token) tilings, keyed like ``TILINGS`` by the largest N they serve; their chunks (saved states) are
 those of ``TILINGS``. From the H200 sweeps (benchmarks/triton_scan_gpu.py --state-sweep, docs/benchmarks.md): one
 warp per program keeps every reduction and scan inside the warp. At N = 1, 256-token forward tiles and 128-token
 backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 forward 0.263 vs 0.320 ms, backward
-0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms). For N > 1,
+0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms). Rows of
+one tile (VMamba-T stage 3, L = 196) run 4 per program: bfloat16 forward 0.064 -> 0.051 ms (at stage 1, 4 rows of
+13 tiles per program were 13 % slower). For N > 1,
 32-token tiles beat 64 and wider programs in the float32 forward. The backward left uncapped takes 255 registers (8
 one-warp programs per SM) and still spills; capped at 168 it spills a little more but runs 12 programs per SM: 12-14
-% faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains)."""
+% faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains). Its B and C
+tiles load in 4-token vectors: in 16-bit types Triton's 8-token (16-byte) loads gave them another register layout
+than the float32 tiles, and the conversions spilled: SegMamba stage 1 bfloat16 backward 19.4 -> 12.9 ms, float32
+16.2 -> 13.1 ms."""
 
 GATHER_TRANSPOSED_FROM_N = 1 << 20
 """Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)
@@ -193,8 +199,10 @@ class _Geometry:
 
     @cached_property
     def forward_rows(self) -> int:
-        """Channel rows per program of the state tile forward's SEQUENTIAL launches: the tiling's, halved until it
-        divides Bt * D."""
+        """Channel rows per program of the state tile forward's SEQUENTIAL launches: where a row fits one tile,
+        the tiling's, halved until it divides Bt * D; else 1 (long rows keep their programs busy)."""
+        if self.length > self.tile_len(self.state_tiling.forward_tile):
+            return 1
         rows = self.state_tiling.forward_rows
         while (self.batch * self.dim) % rows:
             rows //= 2

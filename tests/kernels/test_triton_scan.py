@@ -105,6 +105,7 @@ CASES = [
     (torch.float16, 1, 8, 1, 33, 4, dict(with_z=False, softplus=False)),
     (torch.bfloat16, 1, 4, 16, 19, 2, dict(with_z=False)),
     (torch.bfloat16, 2, 6, 1, 40, None, dict(with_bias=False)),
+    (torch.bfloat16, 2, 6, 16, 3, 3, ALL),  # rows of one tile: several per forward program
 ]
 
 
