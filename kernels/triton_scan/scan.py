@@ -593,7 +593,9 @@ def selective_scan_triton(
         u, delta: (Bt, D, L), float32, float16 or bfloat16 (float64 computes in float64).
         A: (D, N) real, N up to 64 (any N works; registers grow with the next power of two of N).
         B, C: (Bt, N, L) or (Bt, G, N, L), G dividing D (B and C may have different G).
-        D, delta_bias: (D,). z: (Bt, D, L). delta_softplus: softplus(delta + delta_bias), threshold 20.
+        D, delta_bias: (D,). z: (Bt, D, L). delta_softplus: softplus(delta + delta_bias), threshold 20; with a
+            16-bit delta computed through the hardware log2, within 2^-11 relative (the delta's own rounding
+            moves it by more).
         return_last_state: also return the final state (Bt, D, N), without gradient.
 
     Returns:
