@@ -230,141 +230,67 @@ def _state_forward_kernel(
     SEQUENTIAL writes out and the state after every chunk; SUMMARY the state a chunk reaches from zero (local)
     and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
     length = _aligned_length(length, LENGTH_ALIGN)
+    # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
+    state_n = tl.arange(0, N_PAD)[:, None]
+    state_mask = state_n < STATE
     for row_step in range(ROWS):
-        _forward_row(
-            u_ptr,
-            delta_ptr,
-            A_ptr,
-            B_ptr,
-            C_ptr,
-            D_ptr,
-            z_ptr,
-            bias_ptr,
-            index_ptr,
-            out_ptr,
-            states_ptr,
-            local_ptr,
-            decay_sum_ptr,
+        param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
             tl.program_id(0) * ROWS + row_step,
             direction,
             length,
-            num_chunks,
             chunk_stride,
             num_dirs,
             DIM,
             B_GROUPS,
             C_GROUPS,
             STATE,
-            N_PAD,
-            CHUNK_LEN,
-            TILE_LEN,
-            NUM_STAGES,
-            FLIP,
-            HAS_INDEX,
-            HAS_D,
-            HAS_Z,
-            HAS_BIAS,
-            SOFTPLUS,
-            ACCUMULATE,
-            MEAN,
-            MODE,
-            COMPUTE,
         )
-
-
-@triton.jit
-def _forward_row(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
-    index_ptr,
-    out_ptr,
-    states_ptr,
-    local_ptr,
-    decay_sum_ptr,
-    row,
-    direction,
-    length,
-    num_chunks,
-    chunk_stride,
-    num_dirs,
-    DIM: tl.constexpr,
-    B_GROUPS: tl.constexpr,
-    C_GROUPS: tl.constexpr,
-    STATE: tl.constexpr,
-    N_PAD: tl.constexpr,
-    CHUNK_LEN: tl.constexpr,
-    TILE_LEN: tl.constexpr,
-    NUM_STAGES: tl.constexpr,
-    FLIP: tl.constexpr,
-    HAS_INDEX: tl.constexpr,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    ACCUMULATE: tl.constexpr,
-    MEAN: tl.constexpr,
-    MODE: tl.constexpr,
-    COMPUTE: tl.constexpr,
-):
-    """The forward pass of ``_state_forward_kernel`` over one channel row (its chunk in the chunk-parallel modes)."""
-    param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-        row, direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
-    )
-    # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
-    state_n = tl.arange(0, N_PAD)[:, None]
-    state_mask = state_n < STATE
-    A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
-    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
-    first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
-    h = tl.full((N_PAD, 1), 0, COMPUTE)
-    for chunk in range(first_chunk, end_chunk):
-        if MODE == SUMMARY:
-            h = tl.full((N_PAD, 1), 0, COMPUTE)
-            dt_total = tl.full((), 0, COMPUTE)
-        elif MODE != SEQUENTIAL:
-            entry = states_ptr + (chunk_row + chunk - 1) * STATE + state_n
-            h = tl.load(entry, mask=state_mask & (chunk > 0), other=0).to(COMPUTE)
-        for tile in tl.range(_tile_count(chunk, length, CHUNK_LEN, TILE_LEN), num_stages=NUM_STAGES):
-            positions, valid = _tile_slots(
-                index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
-            )
-            u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
-            _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
-            dtu = dt * u
-            B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+        A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
+        skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
+        first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
+        h = tl.full((N_PAD, 1), 0, COMPUTE)
+        for chunk in range(first_chunk, end_chunk):
             if MODE == SUMMARY:
-                tile_dt, tile_input = _tile_summary(dt, dtu, B, A2, True)
-                h = _exp2(A2 * tile_dt) * h + tile_input
-                dt_total += tile_dt
-            else:
-                C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
-                hs = _tile_scan(_exp2(dt * A2), dtu * B, h)
-                # Masked slots have decay 1 and no input: the last slot holds the tile's end state.
-                h = _last_slot(hs)
-                y = tl.sum(hs * C, axis=0, keep_dims=True)
-                if HAS_D:
-                    y += skip * u
-                if HAS_Z:
-                    z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-                    y *= z * _sigmoid(z)
-                if MEAN:
-                    y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
-                if ACCUMULATE:
-                    y += tl.load(out_ptr + shared_row + positions, mask=valid, other=0)
-                tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
-        state_offsets = (chunk_row + chunk) * STATE + state_n
-        if MODE == SUMMARY:
-            tl.store(local_ptr + state_offsets, h, mask=state_mask)
-            tl.store(decay_sum_ptr + chunk_row + chunk, dt_total)
-        elif MODE == SEQUENTIAL:
-            tl.store(states_ptr + state_offsets, h, mask=state_mask)
+                h = tl.full((N_PAD, 1), 0, COMPUTE)
+                dt_total = tl.full((), 0, COMPUTE)
+            elif MODE != SEQUENTIAL:
+                entry = states_ptr + (chunk_row + chunk - 1) * STATE + state_n
+                h = tl.load(entry, mask=state_mask & (chunk > 0), other=0).to(COMPUTE)
+            for tile in tl.range(_tile_count(chunk, length, CHUNK_LEN, TILE_LEN), num_stages=NUM_STAGES):
+                positions, valid = _tile_slots(
+                    index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
+                )
+                u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
+                _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+                dtu = dt * u
+                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                if MODE == SUMMARY:
+                    tile_dt, tile_input = _tile_summary(dt, dtu, B, A2, True)
+                    h = _exp2(A2 * tile_dt) * h + tile_input
+                    dt_total += tile_dt
+                else:
+                    C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                    hs = _tile_scan(_exp2(dt * A2), dtu * B, h)
+                    # Masked slots have decay 1 and no input: the last slot holds the tile's end state.
+                    h = _last_slot(hs)
+                    y = tl.sum(hs * C, axis=0, keep_dims=True)
+                    if HAS_D:
+                        y += skip * u
+                    if HAS_Z:
+                        z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+                        y *= z * _sigmoid(z)
+                    if MEAN:
+                        y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
+                    if ACCUMULATE:
+                        y += tl.load(out_ptr + shared_row + positions, mask=valid, other=0)
+                    tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
+            state_offsets = (chunk_row + chunk) * STATE + state_n
+            if MODE == SUMMARY:
+                tl.store(local_ptr + state_offsets, h, mask=state_mask)
+                tl.store(decay_sum_ptr + chunk_row + chunk, dt_total)
+            elif MODE == SEQUENTIAL:
+                tl.store(states_ptr + state_offsets, h, mask=state_mask)
 
 
 @triton.jit
