@@ -107,7 +107,7 @@ def _softplus(x, ROUGH: tl.constexpr):
     float64 softplus under the interpreter; on a GPU, whose exp rounds x log2(e), up to about |x| 2^-23 more
     (1.8e-6 at x = -40, H200).
     ROUGH (deltas given in a 16-bit type): log1p(t) as log2(1 + t) ln 2 through the hardware log2, or t below
-    2^-10, for about half the instructions; relative error up to 5e-4, where the 16-bit delta's own rounding
+    2^-10, for about half the instructions; relative error up to 2^-11, where the 16-bit delta's own rounding
     moves softplus by |x| 2^-9 relative (1.3e-2 at x = -7, dt = 1e-3) or more.
     float64: log1p(e) as log(1 + e) * e / ((1 + e) - 1), exact to rounding."""
     if x.dtype == tl.float64:

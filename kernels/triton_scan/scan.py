@@ -92,13 +92,12 @@ warp per program keeps every reduction and scan inside the warp. At N = 1, 256-t
 backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 forward 0.263 vs 0.320 ms, backward
 0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms). Rows of
 one tile (VMamba-T stage 3, L = 196) run 4 per program: bfloat16 forward 0.064 -> 0.051 ms (at stage 1, 4 rows of
-13 tiles per program were 13 % slower). For N > 1,
-32-token tiles beat 64 and wider programs in the float32 forward. The backward left uncapped takes 255 registers (8
-one-warp programs per SM) and still spills; capped at 168 it spills a little more but runs 12 programs per SM: 12-14
-% faster at the SegMamba and VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains). Its B and C
-tiles load in 4-token vectors: in 16-bit types Triton's 8-token (16-byte) loads gave them another register layout
-than the float32 tiles, and the conversions spilled: SegMamba stage 1 bfloat16 backward 19.4 -> 12.9 ms, float32
-16.2 -> 13.1 ms."""
+13 tiles per program were 13 % slower). For N > 1, 32-token tiles beat 64 and wider programs in the float32
+forward. The backward left uncapped takes 255 registers (8 one-warp programs per SM) and still spills; capped at
+168 it spills a little more but runs 12 programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at
+128 the spills cost more than the occupancy gains). Its B and C tiles load in 4-token vectors: in 16-bit types
+Triton's 8-token (16-byte) loads gave them another register layout than the float32 tiles, and the conversions
+spilled: SegMamba stage 1 bfloat16 backward 19.4 -> 12.9 ms, float32 16.2 -> 13.1 ms."""
 
 GATHER_TRANSPOSED_FROM_N = 1 << 20
 """Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)

@@ -427,9 +427,8 @@ def _state_backward_kernel(
                 back_dy, _, _, _ = _output_grad(
                     dout_ptr, z_ptr, shared_row, back_positions, back_valid, num_dirs, HAS_Z, MEAN, COMPUTE
                 )
-                back_C = _load_states(C_ptr, C_row0, back_positions, back_valid, state_mask, length, BC_VECTOR).to(
-                    COMPUTE
-                )
+                back_C = _load_states(C_ptr, C_row0, back_positions, back_valid, state_mask, length, BC_VECTOR)
+                back_C = back_C.to(COMPUTE)
                 back_dhs = _tile_scan(_exp2(back_next_dt * A2), back_dy * back_C, dh)
                 dh = _last_slot(back_dhs)
                 dhs = tl.flip(back_dhs, 1)
