@@ -113,7 +113,7 @@ def innermost_loops(sass: str) -> list[int]:
     return [sum(lo <= a <= hi for a in addresses) for lo, hi in sorted(inner)]
 
 
-def common_flags(state: int, mode: int, compute) -> dict:
+def common_flags(state: int, mode: int, compute, flip: bool = False) -> dict:
     return dict(
         STATE=state,
         HAS_D=True,
@@ -125,7 +125,7 @@ def common_flags(state: int, mode: int, compute) -> dict:
         MEAN=False,
         MODE=mode,
         COMPUTE=compute,
-        FLIP=False,
+        FLIP=flip,
     )
 
 
@@ -140,14 +140,16 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=1, help="state tile forward: software-pipelining stages")
     parser.add_argument("--bc-vector", type=int, default=0, help="state tile backward: B, C tokens per vector load")
     parser.add_argument("--length", type=int, default=INTS["length"], help="L (SegMamba stage 1 by default)")
+    parser.add_argument("--flip", action="store_true", help="the reversed raster order (FLIP) instead of the raster")
     args = parser.parse_args()
     INTS["length"] = args.length
     length_align = triton_scan._Geometry(1, 1, args.length, 1, args.state, 1, 1).length_align
     token_type = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}[args.dtype]
     modes = {"sequential": 0, "summary": 1, "from-carry": 2}
-    print(f"triton {triton.__version__}, sm_90, N = {args.state}, {args.dtype}, chunk {args.chunk}")
+    order = "reversed raster" if args.flip else "raster"
+    print(f"triton {triton.__version__}, sm_90, N = {args.state}, {args.dtype}, chunk {args.chunk}, {order} order")
     for mode_name, mode in modes.items():
-        flags = common_flags(args.state, mode, tl.float32)
+        flags = common_flags(args.state, mode, tl.float32, args.flip)
         if args.channel_tiles:
             # The warps of the tiling table entry that serves this N.
             tiling = triton_scan._Geometry(1, 1, args.chunk, 1, args.state, 1, 1).tiling

@@ -2,9 +2,10 @@
 
 Every per-token tensor is given in raster layout over the spatial grid; the scan order is applied by
 index inside the operator, so callers never build permuted copies. ``backend="triton"`` runs the fused
-kernels, one launch per direction reading its tokens in place and adding into the merged output; every other choice,
-"auto" included, composes gather -> ``selective_scan`` over all K directions at once (as K groups of
-channels, on the backend "auto" selects) -> inverse gather and merge.
+kernels, one launch per direction reading its tokens in place and adding into the merged output; "auto" does so on
+CUDA tensors where they are faster (``fused_by_default``: N = 1, directions read from their shape). Every other
+case composes gather -> ``selective_scan`` over all K directions at once (as K groups of channels, on the chosen
+backend) -> inverse gather and merge.
 """
 
 from __future__ import annotations
@@ -82,21 +83,21 @@ def multi_scan(
         plan: a scan order with K directions over prod(spatial) tokens (e.g. ``scan_plan("cross", (H, W))``).
         D, delta_bias: (K, D) per direction, optional.
         delta_softplus: apply softplus to delta + delta_bias (True, as in VMamba).
-        backend: "triton" for the fused kernels; any other name (or "auto") composes gather, :func:`selective_scan`
-            on that backend, and merge.
+        backend: "triton" for the fused kernels; "auto" for them on CUDA tensors where they are the faster way
+            (N = 1, every direction a raster or column order or its reverse), else composition; any other name
+            composes gather, :func:`selective_scan` on that backend, and merge.
 
     Returns:
         (Bt, D, *spatial): the K directions' outputs put back in raster order and summed (or averaged).
     """
     _check(u, delta, A, B, C, plan, D, delta_bias)
     plan = plan.to(u.device)
-    # The fused kernels run only when asked for by name: on an H100 they beat gathering + the auto-selected scan +
-    # merging only for N = 1 at VMamba-T's stage-1 size (1.2x), and lose for short rows, N > 1 and 3D orders
-    # (docs/benchmarks.md), so "auto" composes.
-    if backend != "auto" and resolve_backend(backend, u) == "triton":
-        from .triton_scan import multi_scan_triton  # imports triton: only on demand
+    if resolve_backend(backend, u) == "triton":
+        from .triton_scan import fused_by_default, multi_scan_triton  # imports triton: only on demand
 
-        return multi_scan_triton(u, delta, A, B, C, plan.index, plan.merge, D, delta_bias, delta_softplus)
+        # "auto" runs the fused kernels only where they were measured faster than composing (N = 1).
+        if backend != "auto" or fused_by_default(plan.index, A.shape[-1]):
+            return multi_scan_triton(u, delta, A, B, C, plan.index, plan.merge, D, delta_bias, delta_softplus)
     num_dirs, length = plan.index.shape
     batch, dim = u.shape[:2]
     state_size = A.shape[-1]

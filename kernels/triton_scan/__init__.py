@@ -4,7 +4,7 @@ Importing this package imports triton; ``visionssm.kernels`` imports it only on 
 the library works without triton. On CPU tensors the kernels run only under ``TRITON_INTERPRET=1``.
 """
 
-from .multi import multi_scan_triton
+from .multi import fused_by_default, multi_scan_triton
 from .scan import selective_scan_triton
 
-__all__ = ["multi_scan_triton", "selective_scan_triton"]
+__all__ = ["fused_by_default", "multi_scan_triton", "selective_scan_triton"]

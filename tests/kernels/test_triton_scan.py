@@ -280,6 +280,34 @@ def test_state_tile_kernels_serve_every_order_but_columns():
     assert flipped.state_tiles and flipped.flip
 
 
+def test_auto_multi_scan_fuses_only_where_measured_faster(monkeypatch):
+    """backend="auto" on the Triton backend: fused kernels for N = 1 over orders read from their shape, composition
+    otherwise; both match the reference."""
+    import importlib
+
+    import visionssm.kernels.triton_scan as triton_package
+
+    assert triton_package.fused_by_default(scan_plan("cross", (3, 7)).index, 1)
+    assert triton_package.fused_by_default(scan_plan("tri_orientation", (2, 3, 4)).index, 1)
+    assert not triton_package.fused_by_default(scan_plan("cross", (3, 7)).index, 16)
+    assert not triton_package.fused_by_default(scan_plan("zigzag8", (3, 4)).index, 1)
+    fused_calls = []
+    fused = triton_package.multi_scan_triton
+    monkeypatch.setattr(
+        triton_package, "multi_scan_triton", lambda *args, **kw: fused_calls.append(1) or fused(*args, **kw)
+    )
+    # As on a CUDA tensor, where "auto" resolves to the Triton backend (here its interpreter).
+    multi_scan_module = importlib.import_module("visionssm.kernels.multi_scan")
+    monkeypatch.setattr(multi_scan_module, "resolve_backend", lambda backend, u: "triton")
+    for name, state, expect_fused in [("cross", 1, True), ("cross", 2, False), ("zigzag8", 1, False)]:
+        plan = scan_plan(name, (3, 4))
+        inputs = multi_scan_inputs(plan, torch.float64, state=state)
+        fused_calls.clear()
+        got = multi_scan(**inputs, plan=plan)
+        assert bool(fused_calls) is expect_fused, (name, state)
+        assert_near(got, multi_scan(**inputs, plan=plan, backend="reference"), 1e-10, f"{name} N={state}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_fused_multi_scan_low_precision_without_optional_parameters(dtype):
     plan = scan_plan("cross", (3, 5))
