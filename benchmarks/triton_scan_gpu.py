@@ -3,6 +3,7 @@
     python benchmarks/triton_scan_gpu.py                   # default tiling, table of shapes
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
+    python benchmarks/triton_scan_gpu.py --fused-vs-composed "S1"  # fused multi_scan against gather -> scan -> merge
     python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # state tile work splits, N = 16 and 1
     python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name ends with N1
 
@@ -167,6 +168,63 @@ def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: tor
     triton_scan.GATHER_TRANSPOSED_FROM_N = DEFAULT_GATHER_TRANSPOSED_FROM_N
 
 
+# name, batch, dim, N, scan order, grid: multi-direction cases of benchmarks/scan_gpu.py
+FUSED_VS_COMPOSED = [
+    ("VMamba-T S1 cross", 64, 96, 1, "cross", (56, 56)),
+    ("VMamba-T S3 cross", 64, 384, 1, "cross", (14, 14)),
+    ("VMamba-T S1 N16 cross", 64, 96, 16, "cross", (56, 56)),
+    ("SegMamba S2 tri", 2, 192, 16, "tri_orientation", (32, 32, 32)),
+    ("SegMamba S1 tri", 2, 96, 16, "tri_orientation", (64, 64, 64)),
+    ("Vim-S bidirectional", 64, 768, 16, "bidirectional", (1, 197)),
+]
+
+
+def grid_inputs(batch: int, dim: int, grid: tuple[int, ...], state: int, dtype: torch.dtype, num_dirs: int) -> dict:
+    """Leaf tensors of a multi_scan over ``grid``, raster layout (``multi_inputs`` for any grid)."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
+
+    return dict(
+        u=randn(batch, dim, *grid),
+        delta=randn(batch, num_dirs, dim, *grid, scale=0.5, shift=-3.0),
+        A=(-torch.exp(torch.rand(num_dirs, dim, state, device="cuda", generator=gen))).requires_grad_(),
+        B=randn(batch, num_dirs, state, *grid),
+        C=randn(batch, num_dirs, state, *grid),
+        D=randn(num_dirs, dim, dt=torch.float32),
+        delta_bias=randn(num_dirs, dim, dt=torch.float32),
+    )
+
+
+def time_fused_and_composed(name: str, inputs: dict, plan, state: int, dtype: torch.dtype) -> None:
+    """Print forward (no grad) and forward + backward ms of the fused multi_scan and of the composition."""
+    cotangent = torch.randn_like(inputs["u"])
+    leaves = list(inputs.values())
+    runs = {
+        "fused": lambda: multi_scan(**inputs, plan=plan, backend="triton"),
+        "gather+scan+merge": lambda: composed_multi_scan(**inputs, plan=plan),
+    }
+    for label, scan in runs.items():
+        with torch.no_grad():
+            forward = triton.testing.do_bench(scan, warmup=10, rep=60)
+        both = triton.testing.do_bench(
+            lambda scan=scan: scan().backward(cotangent), warmup=5, rep=60, grad_to_none=leaves
+        )
+        times = f"fwd {forward:8.3f} ms, f+b {both:8.3f} ms"
+        print(f"{name:22} N={state:<2} {str(dtype)[6:]:9} {label:18} {times}", flush=True)
+
+
+def time_fused_vs_composed(only: str) -> None:
+    """The cases of FUSED_VS_COMPOSED whose name contains ``only``, float32 and bfloat16."""
+    for name, batch, dim, state, scan, grid in FUSED_VS_COMPOSED:
+        if only in name:
+            plan = scan_plan(scan, grid).to("cuda")
+            for dtype in (torch.float32, torch.bfloat16):
+                inputs = grid_inputs(batch, dim, grid, state, dtype, plan.num_directions)
+                time_fused_and_composed(name, inputs, plan, state, dtype)
+
+
 # name, batch, channels (K * dim), N, L, B/C groups (K): the plain shapes of benchmarks/scan_gpu.py
 STATE_SHAPES = [
     ("SegMamba 3D S1", 2, 3 * 96, 16, 262144, 3),
@@ -297,6 +355,13 @@ def main() -> None:
         action="store_true",
         help="time only the fused scan per direction kind (VMamba-T S1, N = 1 and 16)",
     )
+    parser.add_argument(
+        "--fused-vs-composed",
+        metavar="NAME",
+        nargs="?",
+        const="",
+        help="time only the fused multi_scan against gather -> scan -> merge (cases whose name contains NAME)",
+    )
     parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
     parser.add_argument("--only", default="", help="state sweep: only the shapes whose name ends with this")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="state sweep: these dtypes")
@@ -307,6 +372,9 @@ def main() -> None:
     header = f"{'shape':24} {'tiling':14} {'fwd ms':>8} {'GB/s':>6} {'fwd+bwd ms':>11}"
     print(f"{header} {'torch fwd':>10} {'torch f+b':>10}")
     start = time.perf_counter()
+    if args.fused_vs_composed is not None:
+        time_fused_vs_composed(args.fused_vs_composed)
+        return
     if args.state_sweep:
         state_sweep([getattr(torch, name) for name in args.dtypes], args.budget_s, args.only)
         return
