@@ -106,19 +106,21 @@ def composed_multi_scan(u, delta, A, B, C, plan, D, delta_bias):
     return merge_tokens(y.view(batch, num_dirs, dim, length), plan)
 
 
-def multi_inputs(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, num_dirs: int = 4) -> dict:
-    """Leaf tensors of a multi_scan over a side x side grid, raster layout."""
+def multi_inputs(
+    batch: int, dim: int, grid: tuple[int, ...], state: int, dtype: torch.dtype, num_dirs: int = 4
+) -> dict:
+    """Leaf tensors of a multi_scan over ``grid``, raster layout."""
     gen = torch.Generator(device="cuda").manual_seed(0)
 
     def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
         return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
 
     return dict(
-        u=randn(batch, dim, side, side),
-        delta=randn(batch, num_dirs, dim, side, side, scale=0.5, shift=-3.0),
+        u=randn(batch, dim, *grid),
+        delta=randn(batch, num_dirs, dim, *grid, scale=0.5, shift=-3.0),
         A=(-torch.exp(torch.rand(num_dirs, dim, state, device="cuda", generator=gen))).requires_grad_(),
-        B=randn(batch, num_dirs, state, side, side),
-        C=randn(batch, num_dirs, state, side, side),
+        B=randn(batch, num_dirs, state, *grid),
+        C=randn(batch, num_dirs, state, *grid),
         D=randn(num_dirs, dim, dt=torch.float32),
         delta_bias=randn(num_dirs, dim, dt=torch.float32),
     )
@@ -127,7 +129,7 @@ def multi_inputs(batch: int, dim: int, side: int, state: int, dtype: torch.dtype
 def time_multi_scan(batch: int, dim: int, side: int, state: int, dtype: torch.dtype, sweep: bool) -> None:
     """Fused multi_scan (per tiling when ``sweep``) against the gather -> scan -> merge composition."""
     plan = scan_plan("cross", (side, side)).to("cuda")
-    inputs = multi_inputs(batch, dim, side, state, dtype, plan.num_directions)
+    inputs = multi_inputs(batch, dim, (side, side), state, dtype, plan.num_directions)
     cotangent = torch.randn_like(inputs["u"])
     leaves = list(inputs.values())
     fused = lambda: multi_scan(**inputs, plan=plan, backend="triton")  # noqa: E731
@@ -154,7 +156,7 @@ def time_direction_kinds(batch: int, dim: int, side: int, state: int, dtype: tor
     raster = torch.arange(length, device="cuda")
     column = raster.view(side, side).t().reshape(-1)
     kinds = {"raster": raster, "reversed raster": raster.flip(0), "column": column, "reversed column": column.flip(0)}
-    inputs = multi_inputs(batch, dim, side, state, dtype)
+    inputs = multi_inputs(batch, dim, (side, side), state, dtype)
     cotangent = torch.randn_like(inputs["u"])
     leaves = list(inputs.values())
     for label, row in kinds.items():
@@ -177,24 +179,6 @@ FUSED_VS_COMPOSED = [
     ("SegMamba S1 tri", 2, 96, 16, "tri_orientation", (64, 64, 64)),
     ("Vim-S bidirectional", 64, 768, 16, "bidirectional", (1, 197)),
 ]
-
-
-def grid_inputs(batch: int, dim: int, grid: tuple[int, ...], state: int, dtype: torch.dtype, num_dirs: int) -> dict:
-    """Leaf tensors of a multi_scan over ``grid``, raster layout (``multi_inputs`` for any grid)."""
-    gen = torch.Generator(device="cuda").manual_seed(0)
-
-    def randn(*shape, scale=1.0, shift=0.0, dt=dtype):
-        return (torch.randn(*shape, device="cuda", generator=gen) * scale + shift).to(dt).requires_grad_()
-
-    return dict(
-        u=randn(batch, dim, *grid),
-        delta=randn(batch, num_dirs, dim, *grid, scale=0.5, shift=-3.0),
-        A=(-torch.exp(torch.rand(num_dirs, dim, state, device="cuda", generator=gen))).requires_grad_(),
-        B=randn(batch, num_dirs, state, *grid),
-        C=randn(batch, num_dirs, state, *grid),
-        D=randn(num_dirs, dim, dt=torch.float32),
-        delta_bias=randn(num_dirs, dim, dt=torch.float32),
-    )
 
 
 def time_fused_and_composed(name: str, inputs: dict, plan, state: int, dtype: torch.dtype) -> None:
@@ -221,7 +205,7 @@ def time_fused_vs_composed(only: str) -> None:
         if only in name:
             plan = scan_plan(scan, grid).to("cuda")
             for dtype in (torch.float32, torch.bfloat16):
-                inputs = grid_inputs(batch, dim, grid, state, dtype, plan.num_directions)
+                inputs = multi_inputs(batch, dim, grid, state, dtype, plan.num_directions)
                 time_fused_and_composed(name, inputs, plan, state, dtype)
 
 

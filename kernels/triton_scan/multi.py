@@ -63,10 +63,11 @@ def fused_by_default(index: Tensor, state: int) -> bool:
     Only for N = 1 (VMamba's d_state) with every direction read in place from its shape (raster, column, or the
     reverse of either). Measured on an H200 (docs/benchmarks.md, 2026-12-04), the fused cross scan took 0.41-0.93x
     the time of gathering, one Triton scan over the K directions and merging at VMamba-T stages 1 and 3, forward
-    and forward + backward, float32 and bfloat16. At N = 16 its forward + backward took 1.5-4.6x as long (cross at
-    VMamba-T stage 1, tri-orientation at SegMamba stage 2, bidirectional at Vim-S: column directions run on the
-    (channel, token) kernels, reversed ones are read from decreasing addresses); directions read through their
-    index were not measured.
+    and forward + backward, float32 and bfloat16 (in a second, host-bound call the stage-3 float32 forward alone
+    was slower fused, 0.861 vs 0.627 ms; forward + backward stayed faster). At N = 16 its forward + backward took
+    1.5-4.6x as long (cross at VMamba-T stage 1, tri-orientation at SegMamba stage 2, bidirectional at Vim-S:
+    column directions run on the (channel, token) kernels, reversed ones are read from decreasing addresses);
+    directions read through their index were not measured.
     """
     return state == 1 and all(direction.kind != "gather" for direction in describe_directions(index))
 
