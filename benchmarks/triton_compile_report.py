@@ -178,7 +178,17 @@ def main() -> None:
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
             for label, kernel, extra, max_registers in [
-                ("forward", state_kernels._state_forward_kernel, dict(NUM_STAGES=args.stages, ROWS=1), None),
+                (
+                    "forward",
+                    state_kernels._state_forward_kernel,
+                    dict(
+                        NUM_STAGES=args.stages,
+                        ROWS=1,
+                        ONE_TILE=mode == 0 and args.length <= tile,
+                        STORE_STATES=args.length > args.chunk,
+                    ),
+                    None,
+                ),
                 (
                     "backward",
                     state_kernels._state_backward_kernel,

@@ -113,5 +113,6 @@ def multi_scan_triton(
         1,
         1,
         merge == "mean",
+        False,
     )
     return out.view(u.shape)

@@ -92,12 +92,13 @@ warp per program keeps every reduction and scan inside the warp. At N = 1, 256-t
 backward tiles beat the (channel, token) kernels at VMamba-T stage 1 (float32 forward 0.263 vs 0.320 ms, backward
 0.925 vs 1.332 ms), and two pipelining stages take the forward to 0.233 ms (bfloat16 0.177 -> 0.161 ms). Rows of
 one tile (VMamba-T stage 3, L = 196) run 4 per program: bfloat16 forward 0.064 -> 0.051 ms (at stage 1, 4 rows of
-13 tiles per program were 13 % slower). For N > 1, 32-token tiles beat 64 and wider programs in the float32
-forward. The backward left uncapped takes 255 registers (8 one-warp programs per SM) and still spills; capped at
-168 it spills a little more but runs 12 programs per SM: 12-14 % faster at the SegMamba and VMamba N = 16 shapes (at
-128 the spills cost more than the occupancy gains). Its B and C tiles load in 4-token vectors: in 16-bit types
-Triton's 8-token (16-byte) loads gave them another register layout than the float32 tiles, and the conversions
-spilled: SegMamba stage 1 bfloat16 backward 19.4 -> 12.9 ms, float32 16.2 -> 13.1 ms."""
+13 tiles per program were 13 % slower); with B and C loaded once per program and each row's loads issued while the
+row before is computed, 0.041 ms (8 rows: the same, 16: 0.044 ms). For N > 1, 32-token tiles beat 64 and wider
+programs in the float32 forward. The backward left uncapped takes 255 registers (8 one-warp programs per SM) and
+still spills; capped at 168 it spills a little more but runs 12 programs per SM: 12-14 % faster at the SegMamba and
+VMamba N = 16 shapes (at 128 the spills cost more than the occupancy gains). Its B and C tiles load in 4-token
+vectors: in 16-bit types Triton's 8-token (16-byte) loads gave them another register layout than the float32 tiles,
+and the conversions spilled: SegMamba stage 1 bfloat16 backward 19.4 -> 12.9 ms, float32 16.2 -> 13.1 ms."""
 
 GATHER_TRANSPOSED_FROM_N = 1 << 20
 """Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)
@@ -197,13 +198,19 @@ class _Geometry:
         return tiling.forward_stages if self.chunk_len > self.tile_len(tiling.forward_tile) else 1
 
     @cached_property
+    def forward_one_tile(self) -> bool:
+        """Whether a row fits one tile of the state tile forward (one chunk: no tile loop, no entry state)."""
+        return self.length <= self.tile_len(self.state_tiling.forward_tile)
+
+    @cached_property
     def forward_rows(self) -> int:
         """Channel rows per program of the state tile forward's SEQUENTIAL launches: where a row fits one tile,
-        the tiling's, halved until it divides Bt * D; else 1 (long rows keep their programs busy)."""
-        if self.length > self.tile_len(self.state_tiling.forward_tile):
+        the tiling's, halved until it divides the channels that share a B and a C group (so that a program's rows
+        share their batch and groups); else 1 (long rows keep their programs busy)."""
+        if not self.forward_one_tile:
             return 1
         rows = self.state_tiling.forward_rows
-        while (self.batch * self.dim) % rows:
+        while self.segment_len % rows:
             rows //= 2
         return rows
 
@@ -356,11 +363,12 @@ def _direction_flags(launch: _Launch, k: int) -> dict:
     )
 
 
-def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype):
+def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype, need_last_state):
     """Run the forward kernel(s), one direction after the other (each adds into out).
 
-    Returns out (Bt, D, L) in u's dtype, states (Bt, K, D, n_chunks, N) and the final state (Bt, K, D, N).
-    """
+    Returns out (Bt, D, L) in u's dtype, states (Bt, K, D, n_chunks, N) and the final state (Bt, K, D, N), or None
+    unless ``need_last_state``. The state tile kernels skip the states of directions of one chunk then (the
+    backward pass reads only the states before a chunk)."""
     block_d, blocks_per_segment = geom.blocks(geom.tiling.forward_block_d)
     row_blocks = geom.row_blocks(blocks_per_segment)
     launches = [geom.launch(direction) for direction in directions]
@@ -388,6 +396,8 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 num_warps=geom.state_warps(geom.state_tiling.forward_warps),
                 NUM_STAGES=geom.forward_stages,
                 ROWS=rows,
+                ONE_TILE=mode == SEQUENTIAL and geom.forward_one_tile,
+                STORE_STATES=need_last_state or launches[k].num_chunks > 1,
                 **_state_tile_flags(geom, launches[k], k, geom.state_tiling.forward_tile),
                 **flags,
             )
@@ -418,7 +428,9 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
     else:
         for k in range(geom.num_dirs):
             launch(k, SEQUENTIAL, states, states)
-    if all(launch.num_chunks == chunk_stride for launch in launches):
+    if not need_last_state:
+        last_state = None
+    elif all(launch.num_chunks == chunk_stride for launch in launches):
         last_state = states[:, :, :, -1].clone()
     else:
         last_state = torch.stack([states[:, k, :, launch.num_chunks - 1] for k, launch in enumerate(launches)], 1)
@@ -538,18 +550,21 @@ class _FusedScan(torch.autograd.Function):
     """Autograd wrapper of the two kernels over the kernel layouts (see ``kernels.py``)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, directions, softplus, b_groups, c_groups, mean):
+    def forward(
+        ctx, u, delta, A, B, C, D, z, delta_bias, directions, softplus, b_groups, c_groups, mean, need_last_state
+    ):
         u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
         D, z, delta_bias = (None if t is None else t.contiguous() for t in (D, z, delta_bias))
         batch, num_dirs, dim, length = delta.shape
         geom = _Geometry(batch, dim, length, num_dirs, A.shape[-1], b_groups, c_groups)
         dtype = compute_dtype(u, delta, A, B, C)
         out, states, last_state = scan_forward(
-            geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype
+            geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype, need_last_state
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
         ctx.geom, ctx.directions, ctx.softplus, ctx.mean = geom, directions, softplus, mean
-        ctx.mark_non_differentiable(last_state)
+        if last_state is not None:
+            ctx.mark_non_differentiable(last_state)
         return out, last_state
 
     @staticmethod
@@ -571,7 +586,7 @@ class _FusedScan(torch.autograd.Function):
             ctx.softplus,
             ctx.mean,
         )
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 def selective_scan_triton(
@@ -618,5 +633,6 @@ def selective_scan_triton(
         B4.shape[1],
         C4.shape[1],
         False,
+        return_last_state,
     )
     return (out, last_state[:, 0]) if return_last_state else out

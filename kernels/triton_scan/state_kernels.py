@@ -35,6 +35,7 @@ from .kernels import (
     _linear_combine,
     _sigmoid,
     _step_sizes,
+    _widen,
 )
 
 
@@ -91,11 +92,13 @@ def _store_states(ptr, row_offset, positions, valid, state_mask, length, values,
 
 
 @triton.jit
-def _tile_scan(decay, drive, entry):
+def _tile_scan(decay, drive, entry, FROM_ZERO: tl.constexpr = False):
     """h = decay * h_prev + drive along the slots of an (N_PAD, TILE_LEN) tile, h_prev of slot 0 being ``entry``
-    (N_PAD, 1). Returns h at every slot."""
-    first = tl.arange(0, decay.shape[1])[None, :] == 0
-    folded = tl.where(first, drive + decay * entry, drive)
+    (N_PAD, 1), or 0 with FROM_ZERO. Returns h at every slot."""
+    folded = drive
+    if not FROM_ZERO:
+        first = tl.arange(0, decay.shape[1])[None, :] == 0
+        folded = tl.where(first, drive + decay * entry, drive)
     _, states = tl.associative_scan((decay, folded), 1, _linear_combine)
     return states
 
@@ -183,6 +186,85 @@ def _tile_count(chunk, length, CHUNK_LEN: tl.constexpr, TILE_LEN: tl.constexpr):
 
 
 @triton.jit
+def _token_loads(
+    u_ptr,
+    delta_ptr,
+    z_ptr,
+    out_ptr,
+    shared_row,
+    delta_row,
+    positions,
+    valid,
+    HAS_Z: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    MINUS_INF: tl.constexpr,
+):
+    """What the forward reads of one channel row at the token positions of a tile, as loaded: (u, delta, z, out),
+    z and out placeholders (u) without HAS_Z, ACCUMULATE. Masked deltas load as -inf with MINUS_INF (float32
+    softplus makes their dt 0 without a select), else as 0."""
+    u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0)
+    raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=float("-inf") if MINUS_INF else 0)
+    z = u
+    if HAS_Z:
+        z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0)
+    out = u
+    if ACCUMULATE:
+        out = tl.load(out_ptr + shared_row + positions, mask=valid, other=0)
+    return u, raw, z, out
+
+
+@triton.jit
+def _row_params(
+    A_ptr,
+    D_ptr,
+    bias_ptr,
+    param_row,
+    present,
+    state_n,
+    state_mask,
+    STATE: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """(A * log2(e) (N_PAD, 1), D, delta_bias) of a channel row, zeros where absent or not ``present`` (a scalar
+    mask)."""
+    A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask & present, other=0).to(COMPUTE) * LOG2E
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, present, HAS_D, HAS_BIAS, COMPUTE)
+    return A2, skip, bias
+
+
+@triton.jit
+def _forward_output(
+    hs,
+    C,
+    u,
+    skip,
+    z,
+    out,
+    num_dirs,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    MEAN: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """(1, TILE_LEN) output of a tile from its states hs and C (N_PAD, TILE_LEN): sum over n of h * C, plus D u,
+    gated by z silu(z), divided by K for MEAN, added to out (earlier directions) with ACCUMULATE."""
+    y = tl.sum(hs * C, axis=0, keep_dims=True)
+    if HAS_D:
+        y += skip * u
+    if HAS_Z:
+        z = z.to(COMPUTE)
+        y *= z * _sigmoid(z)
+    if MEAN:
+        y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
+    if ACCUMULATE:
+        y += out
+    return y
+
+
+@triton.jit
 def _state_forward_kernel(
     u_ptr,
     delta_ptr,
@@ -212,6 +294,8 @@ def _state_forward_kernel(
     LENGTH_ALIGN: tl.constexpr,
     NUM_STAGES: tl.constexpr,
     ROWS: tl.constexpr,
+    ONE_TILE: tl.constexpr,
+    STORE_STATES: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -227,26 +311,92 @@ def _state_forward_kernel(
     ``_scan_forward_kernel``. A program walks ROWS channel rows one after the other: short rows then share one
     program's launch and set-up.
 
-    SEQUENTIAL writes out and the state after every chunk; SUMMARY the state a chunk reaches from zero (local)
-    and its sum of dt (decay_sum); FROM_CARRY starts each chunk from states[chunk - 1] and writes out."""
+    SEQUENTIAL writes out and the state after every chunk (unless STORE_STATES is off: one chunk and no last state
+    asked for); SUMMARY the state a chunk reaches from zero (local) and its sum of dt (decay_sum); FROM_CARRY starts
+    each chunk from states[chunk - 1] and writes out. ONE_TILE (SEQUENTIAL, L <= TILE_LEN): a row is one tile,
+    scanned from a zero state with no loop over chunks or tiles."""
     length = _aligned_length(length, LENGTH_ALIGN)
     # State vectors are (N_PAD, 1), token vectors (1, TILE_LEN): both broadcast against the tiles' layout.
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE
-    for row_step in range(ROWS):
-        param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
-            tl.program_id(0) * ROWS + row_step,
-            direction,
-            length,
-            chunk_stride,
-            num_dirs,
-            DIM,
-            B_GROUPS,
-            C_GROUPS,
-            STATE,
+    # The ROWS rows share their batch and B/C groups (ROWS divides the channels of a group): the offsets of the
+    # first, found once, step by one row.
+    first_param_row, first_shared_row, first_delta_row, B_row0, C_row0, first_chunk_row = _channel_rows(
+        tl.program_id(0) * ROWS, direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
+    )
+    # Masked deltas as -inf: float32 softplus makes their dt 0 without a select.
+    minus_inf: tl.constexpr = SOFTPLUS and tl.float32 == COMPUTE
+    if ONE_TILE:
+        # Rows of one tile share their token positions and their B and C tiles; the loads of the next row are
+        # issued before the current one is computed, so that the program's loads overlap its arithmetic.
+        positions, valid = _tile_slots(index_ptr, 0, length, False, False, FLIP, HAS_INDEX, TILE_LEN)
+        B = _widen(_load_states(B_ptr, B_row0, positions, valid, state_mask, length), COMPUTE)
+        C = _widen(_load_states(C_ptr, C_row0, positions, valid, state_mask, length), COMPUTE)
+        tokens = _token_loads(
+            u_ptr,
+            delta_ptr,
+            z_ptr,
+            out_ptr,
+            first_shared_row,
+            first_delta_row,
+            positions,
+            valid,
+            HAS_Z,
+            ACCUMULATE,
+            minus_inf,
         )
-        A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
-        skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
+        params = _row_params(
+            A_ptr, D_ptr, bias_ptr, first_param_row, True, state_n, state_mask, STATE, HAS_D, HAS_BIAS, COMPUTE
+        )
+        for row_step in range(ROWS):
+            u, raw, z, out = tokens
+            A2, skip, bias = params
+            more = row_step + 1 < ROWS
+            tokens = _token_loads(
+                u_ptr,
+                delta_ptr,
+                z_ptr,
+                out_ptr,
+                first_shared_row + (row_step + 1) * length,
+                first_delta_row + (row_step + 1) * length,
+                positions,
+                valid & more,
+                HAS_Z,
+                ACCUMULATE,
+                minus_inf,
+            )
+            params = _row_params(
+                A_ptr,
+                D_ptr,
+                bias_ptr,
+                first_param_row + row_step + 1,
+                more,
+                state_n,
+                state_mask,
+                STATE,
+                HAS_D,
+                HAS_BIAS,
+                COMPUTE,
+            )
+            u = _widen(u, COMPUTE)
+            _, dt = _step_sizes(raw, valid, bias, SOFTPLUS, minus_inf)
+            hs = _tile_scan(_exp2(dt * A2), dt * u * B, 0.0, True)
+            y = _forward_output(hs, C, u, skip, z, out, num_dirs, HAS_D, HAS_Z, MEAN, ACCUMULATE, COMPUTE)
+            shared_row = first_shared_row + row_step * length
+            tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
+            if STORE_STATES:
+                # Masked slots have decay 1 and no input: the last slot holds the row's end state.
+                state_offsets = (first_chunk_row + row_step * chunk_stride) * STATE + state_n
+                tl.store(states_ptr + state_offsets, _last_slot(hs), mask=state_mask)
+        return
+    for row_step in range(ROWS):
+        param_row = first_param_row + row_step
+        shared_row = first_shared_row + row_step * length
+        delta_row = first_delta_row + row_step * length
+        chunk_row = first_chunk_row + row_step * chunk_stride
+        A2, skip, bias = _row_params(
+            A_ptr, D_ptr, bias_ptr, param_row, True, state_n, state_mask, STATE, HAS_D, HAS_BIAS, COMPUTE
+        )
         first_chunk, end_chunk = _chunk_range(num_chunks, MODE)
         h = tl.full((N_PAD, 1), 0, COMPUTE)
         for chunk in range(first_chunk, end_chunk):
@@ -260,36 +410,39 @@ def _state_forward_kernel(
                 positions, valid = _tile_slots(
                     index_ptr, chunk * CHUNK_LEN + tile * TILE_LEN, length, False, False, FLIP, HAS_INDEX, TILE_LEN
                 )
-                u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-                raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
-                _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+                u, raw, z, out = _token_loads(
+                    u_ptr,
+                    delta_ptr,
+                    z_ptr,
+                    out_ptr,
+                    shared_row,
+                    delta_row,
+                    positions,
+                    valid,
+                    HAS_Z,
+                    ACCUMULATE,
+                    minus_inf,
+                )
+                u = _widen(u, COMPUTE)
+                _, dt = _step_sizes(raw, valid, bias, SOFTPLUS, minus_inf)
                 dtu = dt * u
-                B = _load_states(B_ptr, B_row0, positions, valid, state_mask, length).to(COMPUTE)
+                B = _widen(_load_states(B_ptr, B_row0, positions, valid, state_mask, length), COMPUTE)
                 if MODE == SUMMARY:
                     tile_dt, tile_input = _tile_summary(dt, dtu, B, A2, True)
                     h = _exp2(A2 * tile_dt) * h + tile_input
                     dt_total += tile_dt
                 else:
-                    C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length).to(COMPUTE)
+                    C = _widen(_load_states(C_ptr, C_row0, positions, valid, state_mask, length), COMPUTE)
                     hs = _tile_scan(_exp2(dt * A2), dtu * B, h)
                     # Masked slots have decay 1 and no input: the last slot holds the tile's end state.
                     h = _last_slot(hs)
-                    y = tl.sum(hs * C, axis=0, keep_dims=True)
-                    if HAS_D:
-                        y += skip * u
-                    if HAS_Z:
-                        z = tl.load(z_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
-                        y *= z * _sigmoid(z)
-                    if MEAN:
-                        y = y * (1.0 / tl.cast(num_dirs, COMPUTE))
-                    if ACCUMULATE:
-                        y += tl.load(out_ptr + shared_row + positions, mask=valid, other=0)
+                    y = _forward_output(hs, C, u, skip, z, out, num_dirs, HAS_D, HAS_Z, MEAN, ACCUMULATE, COMPUTE)
                     tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
             state_offsets = (chunk_row + chunk) * STATE + state_n
             if MODE == SUMMARY:
                 tl.store(local_ptr + state_offsets, h, mask=state_mask)
                 tl.store(decay_sum_ptr + chunk_row + chunk, dt_total)
-            elif MODE == SEQUENTIAL:
+            elif MODE == SEQUENTIAL and STORE_STATES:
                 tl.store(states_ptr + state_offsets, h, mask=state_mask)
 
 
