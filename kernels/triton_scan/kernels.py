@@ -1,7 +1,8 @@
 """Triton kernels of the fused selective scan (S6): forward, backward, and the chunk-carry pass between them.
 
-One launch scans one direction: a plain scan (tokens in memory order), or one direction of a multi-direction
-scan, whose output is added into the raster-order result of the directions launched before it (ACCUMULATE).
+A kernel scans one direction: a plain scan (tokens in memory order), or one direction of a multi-direction scan,
+whose output is added into the raster-order result of the directions run before it (ACCUMULATE), in the same
+program (``direction_kernels.py``) or by an earlier launch.
 Layouts, all contiguous (Bt = batch, D = channels, L = tokens, N = state size, n_chunks = the largest chunk
 count of the K directions):
 

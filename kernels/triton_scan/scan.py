@@ -1,16 +1,16 @@
 """Launch code and autograd for the Triton selective scan (plain and multi-direction).
 
-Each direction of a scan is one launch of the forward (and of the backward) kernel, specialised for how it reads its
-tokens (``Direction``); later directions add into the output of earlier ones, which makes the merge race-free
-without atomics. Two kinds of kernel: (channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED)
-directions, (state, token) tiles of one channel row (``state_kernels.py``) for the others, at every N. The forward
-pass keeps only u, delta, A, B, C, D, z, delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024)
-tokens, (Bt, K, D, n_chunks, N): as much as mamba_ssm keeps (2N values per chunk of 2048). The backward
-pass recomputes each chunk's states from the saved state before it. Chunk-parallel launches (few channel rows, long
-sequences) add transient per-chunk buffers of the size of the saved states. Tilings are a fixed table per N,
-measured on an H100 and an H200 (benchmarks/triton_scan_gpu.py); Triton caches the compiled kernels (nothing is
-compiled at install time).
-"""
+Each direction of a scan runs a kernel body specialised for how it reads its tokens (``Direction``); later
+directions add into the output of earlier ones, which makes the merge race-free without atomics. Where a program
+owns whole channel rows (SEQUENTIAL), one launch runs all K directions, each program walking them in turn
+(``direction_kernels.py``); chunk-parallel work launches one direction after the other. Two kinds of kernel body:
+(channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED) directions, (state, token) tiles of one
+channel row (``state_kernels.py``) for the others, at every N. The forward pass keeps only u, delta, A, B, C, D, z,
+delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024) tokens, (Bt, K, D, n_chunks, N): as much
+as mamba_ssm keeps (2N values per chunk of 2048). The backward pass recomputes each chunk's states from the saved
+state before it. Chunk-parallel launches (few channel rows, long sequences) add transient per-chunk buffers of the
+size of the saved states. Tilings are a fixed table per N, measured on an H100 and an H200
+(benchmarks/triton_scan_gpu.py); Triton caches the compiled kernels (nothing is compiled at install time)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from visionssm.errors import BackendUnavailableError
 
 from .._inputs import as_grouped, compute_dtype
 from ..backends import triton_interpreting
+from .direction_kernels import _directions_backward_kernel, _directions_forward_kernel
 from .kernels import (
     FROM_CARRY,
     LINEAR,
-    SEQUENTIAL,
     SUMMARY,
     TRANSPOSED,
     _carry_kernel,
@@ -363,8 +363,56 @@ def _direction_flags(launch: _Launch, k: int) -> dict:
     )
 
 
+def _launch_groups(keys: list) -> list[tuple[int, ...]]:
+    """The directions that share one SEQUENTIAL launch: those with equal keys (their kernel family and launch
+    sizes), in the order of each group's first direction."""
+    groups: dict = {}
+    for k, key in enumerate(keys):
+        groups.setdefault(key, []).append(k)
+    return [tuple(group) for group in groups.values()]
+
+
+def _directions_args(
+    geom: _Geometry, launches: list[_Launch], group: tuple[int, ...], chunk_stride: int, blocks_per_segment: int
+) -> tuple:
+    """The one-launch kernels' runtime size arguments for the directions ``group`` (per-direction ones as
+    tuples)."""
+    return (
+        geom.dim,
+        geom.length,
+        tuple(launches[k].cols for k in group),
+        tuple(launches[k].num_chunks for k in group),
+        chunk_stride,
+        geom.num_dirs,
+        geom.b_groups,
+        geom.c_groups,
+        geom.segment_len,
+        blocks_per_segment,
+    )
+
+
+def _directions_flags(geom: _Geometry, launches: list[_Launch], group: tuple[int, ...]) -> dict:
+    """The one-launch kernels' compile-time arguments for the directions ``group``: the state tile kernels'
+    sizes, the launch's kernel family, whether it adds into the output of directions launched before it, and
+    per-direction tuples."""
+    return dict(
+        DIM=geom.dim,
+        B_GROUPS=geom.b_groups,
+        C_GROUPS=geom.c_groups,
+        STATE_TILES=launches[group[0]].state_tiles,
+        DIRECTIONS=group,
+        ACCUMULATE=group[0] > 0,
+        LAYOUTS=tuple(launches[k].layout for k in group),
+        FLIPS=tuple(launches[k].flip for k in group),
+        P_PADS=tuple(launches[k].rows_pad for k in group),
+        VECS=tuple(launches[k].vec for k in group),
+        HAS_INDEXES=tuple(launches[k].has_index for k in group),
+    )
+
+
 def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype, need_last_state):
-    """Run the forward kernel(s), one direction after the other (each adds into out).
+    """Run the forward kernel(s): SEQUENTIAL, one launch for the directions of each kernel family (all K but column
+    orders' ones); chunk-parallel, launches of one direction after the other (each adds into out).
 
     Returns out (Bt, D, L) in u's dtype, states (Bt, K, D, n_chunks, N) and the final state (Bt, K, D, N), or None
     unless ``need_last_state``. The state tile kernels skip the states of directions of one chunk then (the
@@ -379,14 +427,15 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
     chunk_shape = (geom.batch, geom.num_dirs, geom.dim, chunk_stride)
     states = torch.empty((*chunk_shape, geom.state), dtype=dtype, device=u.device)
     flags = _launch_flags(geom, D, z, delta_bias, softplus, mean, dtype)
+    inputs = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A))
+    store_states = [need_last_state or launch.num_chunks > 1 for launch in launches]
 
     def launch(k, mode, local, decay_sum):
-        tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u))
-        chunks = () if mode == SEQUENTIAL else (launches[k].num_chunks,)
+        chunks = (launches[k].num_chunks,)
         if launches[k].state_tiles:
-            rows = geom.forward_rows if mode == SEQUENTIAL else 1
-            _state_forward_kernel[(geom.batch * geom.dim // rows, *chunks)](
-                *tensors,
+            _state_forward_kernel[(geom.batch * geom.dim, *chunks)](
+                *inputs,
+                _or(launches[k].index, u),
                 out,
                 states,
                 local,
@@ -395,15 +444,16 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 MODE=mode.value,
                 num_warps=geom.state_warps(geom.state_tiling.forward_warps),
                 NUM_STAGES=geom.forward_stages,
-                ROWS=rows,
-                ONE_TILE=mode == SEQUENTIAL and geom.forward_one_tile,
-                STORE_STATES=need_last_state or launches[k].num_chunks > 1,
+                ROWS=1,
+                ONE_TILE=False,
+                STORE_STATES=store_states[k],
                 **_state_tile_flags(geom, launches[k], k, geom.state_tiling.forward_tile),
                 **flags,
             )
             return
         _scan_forward_kernel[(row_blocks, *chunks)](
-            *tensors,
+            *inputs,
+            _or(launches[k].index, u),
             out,
             states,
             local,
@@ -426,8 +476,27 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         for k in range(geom.num_dirs):
             launch(k, FROM_CARRY, local, decay_sum)
     else:
-        for k in range(geom.num_dirs):
-            launch(k, SEQUENTIAL, states, states)
+        for group in _launch_groups([launch.state_tiles for launch in launches]):
+            state_tiles = launches[group[0]].state_tiles
+            rows = geom.forward_rows if state_tiles else block_d
+            warps = geom.state_warps(geom.state_tiling.forward_warps) if state_tiles else geom.tiling.forward_warps
+            _directions_forward_kernel[(geom.batch * geom.dim // rows if state_tiles else row_blocks,)](
+                *inputs,
+                tuple(_or(launches[k].index, u) for k in group),
+                out,
+                states,
+                *_directions_args(geom, launches, group, chunk_stride, blocks_per_segment),
+                N_PAD=geom.state_pad,
+                TILE_LEN=geom.tile_len(geom.state_tiling.forward_tile),
+                NUM_STAGES=geom.forward_stages,
+                ROWS=rows,
+                ONE_TILE=geom.forward_one_tile,
+                BLOCK_D=block_d,
+                STORE_STATES=tuple(store_states[k] for k in group),
+                num_warps=warps,
+                **_directions_flags(geom, launches, group),
+                **flags,
+            )
     if not need_last_state:
         last_state = None
     elif all(launch.num_chunks == chunk_stride for launch in launches):
@@ -438,33 +507,30 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
 
 
 def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, states, softplus, mean):
-    """Run the backward kernel(s), one direction after the other. Returns the gradients of u, delta, A, B, C, D,
-    z, delta_bias."""
+    """Run the backward kernel(s): SEQUENTIAL, one launch for the directions of each kernel family; chunk-parallel,
+    launches of one direction after the other. Returns the gradients of u, delta, A, B, C, D, z, delta_bias."""
     dtype = states.dtype
     device = u.device
     block_d, blocks_per_segment = geom.blocks(geom.tiling.backward_block_d)
     launches = [geom.launch(direction) for direction in directions]
     chunk_stride = states.shape[3]
     parallel = geom.chunk_parallel(geom.row_blocks(blocks_per_segment), chunk_stride, device)
+    # N = 1, gathered directions on (channel, token) tiles: a program walks several channel blocks and sums their
+    # dB and dC before one atomic add.
+    walks_blocks = [geom.state == 1 and launch.has_index and not launch.state_tiles for launch in launches]
+    row_steps = [min(BACKWARD_ROW_STEPS, blocks_per_segment) if walks else 1 for walks in walks_blocks]
+    programs_per_segment = [-(-blocks_per_segment // steps) for steps in row_steps]
     du = torch.empty(u.shape, dtype=dtype if geom.num_dirs > 1 else u.dtype, device=device)
     ddelta = torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
     # Several programs add into one dB/dC slot when a B or C group spans several of them.
     segments_per_group = max(geom.dim // groups for groups in (geom.b_groups, geom.c_groups)) // geom.segment_len
-
-    def row_steps(launch: _Launch) -> int:
-        return min(BACKWARD_ROW_STEPS, blocks_per_segment) if geom.state == 1 and launch.has_index else 1
-
-    def programs_per_segment(launch: _Launch) -> int:
-        return -(-blocks_per_segment // row_steps(launch))
-
-    def shares_bc(launch: _Launch) -> bool:
-        """Whether several programs add into one dB or dC element."""
-        if launch.state_tiles:
-            return geom.dim // min(geom.b_groups, geom.c_groups) > 1
-        return segments_per_group * programs_per_segment(launch) > 1
-
-    atomic_bc = [shares_bc(launch) for launch in launches]
+    atomic_bc = [
+        geom.dim // min(geom.b_groups, geom.c_groups) > 1
+        if launch.state_tiles
+        else segments_per_group * programs_per_segment[k] > 1
+        for k, launch in enumerate(launches)
+    ]
     new_bc = torch.zeros if any(atomic_bc) else torch.empty
     dB, dC = (new_bc(t.shape, dtype=dtype, device=device) for t in (B, C))
     chunk_shape = (geom.batch, geom.num_dirs, geom.dim, chunk_stride)
@@ -473,10 +539,12 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
     dD = None if D is None else torch.zeros(chunk_shape, dtype=dtype, device=device)
     dbias = None if delta_bias is None else torch.zeros(chunk_shape, dtype=dtype, device=device)
     flags = _launch_flags(geom, D, z, delta_bias, softplus, mean, dtype)
+    inputs = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A))
+    outputs = (du, ddelta, dB, dC, _or(dz, u), dA, _or(dD, dA), _or(dbias, dA))
 
-    def launch(k, chunks, mode, carry, decay_sum):
-        tensors = (u, delta, A, B, C, _or(D, A), _or(z, u), _or(delta_bias, A), _or(launches[k].index, u), dout)
-        outputs = (du, ddelta, dB, dC, _or(dz, u), dA, _or(dD, dA), _or(dbias, dA))
+    def launch(k, mode, carry, decay_sum):
+        tensors = (*inputs, _or(launches[k].index, u), dout)
+        chunks = launches[k].num_chunks
         if launches[k].state_tiles:
             _state_backward_kernel[(geom.batch * geom.dim, chunks)](
                 *tensors,
@@ -494,17 +562,16 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 **flags,
             )
             return
-        programs = programs_per_segment(launches[k])
-        _scan_backward_kernel[(geom.row_blocks(programs), chunks)](
+        _scan_backward_kernel[(geom.row_blocks(programs_per_segment[k]), chunks)](
             *tensors,
             states,
             carry,
             decay_sum,
             *outputs,
-            *_direction_args(geom, k, launches[k], chunk_stride, programs),
+            *_direction_args(geom, k, launches[k], chunk_stride, programs_per_segment[k]),
             BLOCK_D=block_d,
             ATOMIC_BC=atomic_bc[k],
-            ROW_STEPS=row_steps(launches[k]),
+            ROW_STEPS=row_steps[k],
             MODE=mode.value,
             num_warps=geom.tiling.backward_warps,
             **_direction_flags(launches[k], k),
@@ -516,15 +583,36 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
         carried = torch.empty_like(states)
         decay_sum = torch.zeros(chunk_shape, dtype=dtype, device=device)
         for k in range(geom.num_dirs):
-            launch(k, launches[k].num_chunks, SUMMARY, local, decay_sum)
+            launch(k, SUMMARY, local, decay_sum)
         _carry(geom, local, decay_sum, A, carried, reverse=True)
         for k in range(geom.num_dirs):
-            launch(k, launches[k].num_chunks, FROM_CARRY, carried, decay_sum)
+            launch(k, FROM_CARRY, carried, decay_sum)
     else:
         # State tile programs carry dh in registers; channel tile programs pass it to the previous chunk in memory.
         carry = states if all(launch.state_tiles for launch in launches) else torch.empty_like(states)
-        for k in range(geom.num_dirs):
-            launch(k, 1, SEQUENTIAL, carry, states)
+        for group in _launch_groups([(launch.state_tiles, steps) for launch, steps in zip(launches, row_steps)]):
+            state_tiles = launches[group[0]].state_tiles
+            programs = geom.batch * geom.dim if state_tiles else geom.row_blocks(programs_per_segment[group[0]])
+            tiling = geom.state_tiling
+            _directions_backward_kernel[(programs, 1)](
+                *inputs,
+                tuple(_or(launches[k].index, u) for k in group),
+                dout,
+                states,
+                carry,
+                *outputs,
+                *_directions_args(geom, launches, group, chunk_stride, programs_per_segment[group[0]]),
+                N_PAD=geom.state_pad,
+                TILE_LEN=geom.tile_len(tiling.backward_tile),
+                BC_VECTOR=tiling.backward_vector,
+                BLOCK_D=block_d,
+                ROW_STEPS=row_steps[group[0]],
+                ATOMIC_BCS=tuple(atomic_bc[k] for k in group),
+                num_warps=geom.state_warps(tiling.backward_warps) if state_tiles else geom.tiling.backward_warps,
+                maxnreg=tiling.backward_max_registers if state_tiles else None,
+                **_directions_flags(geom, launches, group),
+                **flags,
+            )
     return (
         du.to(u.dtype),
         ddelta,

@@ -228,7 +228,7 @@ def multi_scan_inputs(plan, dtype: torch.dtype, batch: int = 2, dim: int = 3, st
     ],
 )
 def test_fused_multi_scan_matches_composition(layout, name, shape, merge, state):
-    """The fused per-direction launches against gather -> reference scan -> merge, float64."""
+    """The fused multi-direction kernels against gather -> reference scan -> merge, float64."""
     plan = scan_plan(name, shape, merge=merge)
     inputs = multi_scan_inputs(plan, torch.float64, dim=5, state=state)
     cotangent = torch.randn(inputs["u"].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -261,6 +261,53 @@ def test_fused_multi_scan_every_scan_order(name, shape):
         inputs, torch.autograd.grad(got, leaves, cotangent), torch.autograd.grad(want, leaves, cotangent)
     ):
         assert_near(g, w, 1e-10, f"grad {key}")
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "chunk-parallel"])
+def test_fused_multi_scan_launches(monkeypatch, parallel):
+    """Where programs own whole channel rows, the directions that run on one kind of kernel share one launch,
+    forward and backward: every direction of a gathered order, the raster and the column directions of the cross
+    scan in two. Chunk-parallel work launches each direction per phase."""
+    monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
+    monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: triton_scan.StateTiling(4, 1, 4, 1)})
+    monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", parallel)
+    launches = []
+    for name in (
+        "_directions_forward_kernel",
+        "_directions_backward_kernel",
+        "_state_forward_kernel",
+        "_state_backward_kernel",
+        "_scan_forward_kernel",
+        "_scan_backward_kernel",
+    ):
+        monkeypatch.setattr(triton_scan, name, _CountedKernel(getattr(triton_scan, name), name, launches))
+    for order, sequential_launches in [("cross", 2), ("zigzag8", 1)]:
+        plan = scan_plan(order, (3, 4))
+        inputs = multi_scan_inputs(plan, torch.float64, state=1)
+        launches.clear()
+        got = multi_scan(**inputs, plan=plan, backend="triton")
+        forward = list(launches)
+        torch.autograd.grad(got, list(inputs.values()), torch.ones_like(got))
+        backward = launches[len(forward) :]
+        if not parallel:
+            assert forward == ["_directions_forward_kernel"] * sequential_launches, order
+            assert backward == ["_directions_backward_kernel"] * sequential_launches, order
+        elif order == "cross":
+            # Summary and from-carry launches of each of the 4 directions (2 raster, 2 column).
+            assert sorted(forward) == sorted(["_state_forward_kernel"] * 4 + ["_scan_forward_kernel"] * 4)
+            assert sorted(backward) == sorted(["_state_backward_kernel"] * 4 + ["_scan_backward_kernel"] * 4)
+        assert_near(got, multi_scan(**inputs, plan=plan, backend="reference"), 1e-10, order)
+
+
+class _CountedKernel:
+    """A Triton kernel whose launches (``kernel[grid](...)``) are recorded by name."""
+
+    def __init__(self, kernel, name: str, launches: list[str]) -> None:
+        self.kernel, self.name, self.launches = kernel, name, launches
+
+    def __getitem__(self, grid):
+        self.launches.append(self.name)
+        return self.kernel[grid]
 
 
 def test_fused_multi_scan_reads_structured_orders_without_their_index():
