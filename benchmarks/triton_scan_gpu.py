@@ -4,6 +4,7 @@
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
     python benchmarks/triton_scan_gpu.py --fused-vs-composed "S1"  # fused multi_scan against gather -> scan -> merge
+    python benchmarks/triton_scan_gpu.py --launch-sharing   # fused cross scan: shared launches or one per direction
     python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # state tile work splits, N = 16 and 1
     python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name ends with N1
 
@@ -209,6 +210,44 @@ def time_fused_vs_composed(only: str) -> None:
                 time_fused_and_composed(name, inputs, plan, state, dtype)
 
 
+def time_shared_and_separate_launches(name: str, inputs: dict, plan, dtype: torch.dtype) -> None:
+    """Print the fused multi_scan's forward device time (CUDA graph replay of the no-grad forward) and eager
+    forward + backward (best of 2 each), with the directions of each kernel family sharing SEQUENTIAL launches and
+    with one launch per direction (``_Geometry.shares_launches`` forced)."""
+    leaves = list(inputs.values())
+    cotangent = torch.randn_like(inputs["u"])
+
+    def forward():
+        with torch.no_grad():
+            return multi_scan(**inputs, plan=plan, backend="triton")
+
+    def forward_backward():
+        return torch.autograd.grad(multi_scan(**inputs, plan=plan, backend="triton"), leaves, cotangent)
+
+    default = triton_scan._Geometry.shares_launches
+    for shared in (True, False):
+        triton_scan._Geometry.shares_launches = property(lambda self, shared=shared: shared)
+        forward_backward()
+        graph_us = 1e3 * min(triton.testing.do_bench_cudagraph(forward, rep=25) for _ in range(2))
+        both = min(triton.testing.do_bench(forward_backward, warmup=3, rep=30) for _ in range(2))
+        label = "shared launches" if shared else "one per direction"
+        print(f"{name:18} {str(dtype)[6:]:9} {label:18} fwd graph {graph_us:7.1f} us, f+b {both:7.3f} ms", flush=True)
+    triton_scan._Geometry.shares_launches = default
+
+
+def time_launch_sharing() -> None:
+    """Shared against separate launches for the fused cross scan at VMamba-T stages 3 and 1 (N = 1)."""
+    for name, batch, dim, side, dtype in [
+        ("VMamba-T S3 cross", 64, 384, 14, torch.bfloat16),
+        ("VMamba-T S1 cross", 64, 96, 56, torch.float32),
+        ("VMamba-T S3 cross", 64, 384, 14, torch.float32),
+        ("VMamba-T S1 cross", 64, 96, 56, torch.bfloat16),
+    ]:
+        plan = scan_plan("cross", (side, side)).to("cuda")
+        inputs = multi_inputs(batch, dim, (side, side), 1, dtype, plan.num_directions)
+        time_shared_and_separate_launches(name, inputs, plan, dtype)
+
+
 # name, batch, channels (K * dim), N, L, B/C groups (K): the plain shapes of benchmarks/scan_gpu.py
 STATE_SHAPES = [
     ("SegMamba 3D S1", 2, 3 * 96, 16, 262144, 3),
@@ -346,6 +385,11 @@ def main() -> None:
         const="",
         help="time only the fused multi_scan against gather -> scan -> merge (cases whose name contains NAME)",
     )
+    parser.add_argument(
+        "--launch-sharing",
+        action="store_true",
+        help="time only the fused cross scan with shared launches against one launch per direction",
+    )
     parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
     parser.add_argument("--only", default="", help="state sweep: only the shapes whose name ends with this")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="state sweep: these dtypes")
@@ -358,6 +402,9 @@ def main() -> None:
     start = time.perf_counter()
     if args.fused_vs_composed is not None:
         time_fused_vs_composed(args.fused_vs_composed)
+        return
+    if args.launch_sharing:
+        time_launch_sharing()
         return
     if args.state_sweep:
         state_sweep([getattr(torch, name) for name in args.dtypes], args.budget_s, args.only)

@@ -10,12 +10,13 @@ that read them in the next.
 
 A launch takes the directions of one kernel family: all K of them for every order but the column orders (raster,
 reversed and gathered directions all run on state tiles), the state tile ones and then the column ones for orders
-that mix them (the cross scan: two launches instead of four). Mixing the families in one launch costs more than it
-saves, as a kernel's registers are those of its heaviest body: compiled for sm_90 (Triton 3.8), the cross scan at
-VMamba-T stage 1 (bfloat16, one warp) took 255 registers and 2.6 KB of spills in the backward, where the state tile
-bodies alone take 118 registers and the (channel, token) ones 253 at their own 8 warps (forward: 255 with spills,
-against 80 and 168 at 4 warps). Chunk-parallel work has several programs per row, whose chunks differ between
-directions: it keeps one launch per direction (``scan.py``).
+that mix them (the cross scan: two launches instead of four). It does so where rows fit one forward tile
+(``_Geometry.shares_launches``): there launches are short and bound by the host. Longer rows launch each direction
+on its own, as do chunk-parallel programs (several per row, whose chunks differ between directions). Mixing the
+families in one launch would cost more than it saves, as a kernel's registers are those of its heaviest body:
+compiled for sm_90 (Triton 3.8), the cross scan at VMamba-T stage 1 (bfloat16, one warp) took 255 registers and 2.6
+KB of spills in the backward, where its two state tile bodies alone take 118 registers (one: 80) and the (channel,
+token) ones 253 at their own 8 warps (forward: 255 with spills, against 80 and 168 at 4 warps).
 
 Per-direction arguments are tuples indexed by the unrolled position j in the launch: compile-time ones (direction
 number, layout, flip, padded column height, vector width, index use, whether to store states) and run-time ones

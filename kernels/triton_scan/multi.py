@@ -1,11 +1,11 @@
 """Fused multi-direction scan: the K directions of a scan plan, each read in place and merged in-kernel.
 
-Each direction reads u, delta, B and C at the raster positions of its order (no gathered copies) and adds its
-output into the raster-order result, one direction after the other within one launch (where programs own whole
-channel rows; one launch per direction in chunk-parallel work), so the accumulation into ``out`` (and into ``du``
-in the backward pass) needs no atomics and is deterministic. Orders that are the raster order, a column
-order of the grid seen as a (P, Q) matrix (a 2D column scan, a 3D depth-fastest scan), or the reverse of either
-are read with coalesced loads computed from their shape; any other order goes through its index row.
+Each direction reads u, delta, B and C at the raster positions of its order (no gathered copies) and adds its output
+into the raster-order result, one direction after the other (within one launch for short rows, see
+``direction_kernels.py``), so the accumulation into ``out`` (and into ``du`` in the backward pass) needs no atomics
+and is deterministic. Orders that are the raster order, a column order of the grid seen as a (P, Q) matrix (a 2D
+column scan, a 3D depth-fastest scan), or the reverse of either are read with coalesced loads computed from their
+shape; any other order goes through its index row.
 """
 
 from __future__ import annotations

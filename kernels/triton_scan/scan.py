@@ -2,14 +2,14 @@
 
 Each direction of a scan runs a kernel body specialised for how it reads its tokens (``Direction``); later
 directions add into the output of earlier ones, which makes the merge race-free without atomics. Where a program
-owns whole channel rows (SEQUENTIAL), one launch runs all K directions, each program walking them in turn
-(``direction_kernels.py``); chunk-parallel work launches one direction after the other. Two kinds of kernel body:
-(channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED) directions, (state, token) tiles of one
-channel row (``state_kernels.py``) for the others, at every N. The forward pass keeps only u, delta, A, B, C, D, z,
-delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024) tokens, (Bt, K, D, n_chunks, N): as much
-as mamba_ssm keeps (2N values per chunk of 2048). The backward pass recomputes each chunk's states from the saved
-state before it. Chunk-parallel launches (few channel rows, long sequences) add transient per-chunk buffers of the
-size of the saved states. Tilings are a fixed table per N, measured on an H100 and an H200
+owns whole channel rows (SEQUENTIAL) and rows are short, one launch runs the directions of each kernel family, each
+program walking them in turn (``direction_kernels.py``); otherwise one direction is launched after the other. Two
+kinds of kernel body: (channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED) directions, (state,
+token) tiles of one channel row (``state_kernels.py``) for the others, at every N. The forward pass keeps only u,
+delta, A, B, C, D, z, delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024) tokens, (Bt, K, D,
+n_chunks, N): as much as mamba_ssm keeps (2N values per chunk of 2048). The backward pass recomputes each chunk's
+states from the saved state before it. Chunk-parallel launches (few channel rows, long sequences) add transient
+per-chunk buffers of the size of the saved states. Tilings are a fixed table per N, measured on an H100 and an H200
 (benchmarks/triton_scan_gpu.py); Triton caches the compiled kernels (nothing is compiled at install time)."""
 
 from __future__ import annotations
@@ -214,6 +214,16 @@ class _Geometry:
             rows //= 2
         return rows
 
+    @cached_property
+    def shares_launches(self) -> bool:
+        """Whether the SEQUENTIAL directions of one kernel family share a launch (``direction_kernels.py``): where
+        rows fit one forward tile, whose short launches are bound by the host. Measured on an H200 (fused cross
+        scan, eager forward + backward ms, shared / one launch per direction): VMamba-T stage 3 (L = 196) 1.38 /
+        1.91 in bfloat16, 1.24 / 1.54 in float32; stage 1 (L = 3136) 3.28 / 2.51 and 3.02 / 2.47, where the shared
+        backward's registers (118 per thread against 80, compiled for sm_90) cost occupancy. Forward device time
+        (CUDA graph replay): within 2 % at stage 1, 2-8 % more shared at stage 3."""
+        return self.forward_one_tile
+
     def tile_len(self, tile: int) -> int:
         """Tokens per register tile of the (state, token) tile kernels: ``tile``, or the chunk if shorter."""
         return min(tile, self.chunk_len)
@@ -363,9 +373,11 @@ def _direction_flags(launch: _Launch, k: int) -> dict:
     )
 
 
-def _launch_groups(keys: list) -> list[tuple[int, ...]]:
-    """The directions that share one SEQUENTIAL launch: those with equal keys (their kernel family and launch
-    sizes), in the order of each group's first direction."""
+def _launch_groups(keys: list, shared: bool) -> list[tuple[int, ...]]:
+    """The directions of each SEQUENTIAL launch: with ``shared``, those with equal keys (their kernel family and
+    launch sizes), in the order of each group's first direction; else one launch per direction."""
+    if not shared:
+        return [(k,) for k in range(len(keys))]
     groups: dict = {}
     for k, key in enumerate(keys):
         groups.setdefault(key, []).append(k)
@@ -411,8 +423,8 @@ def _directions_flags(geom: _Geometry, launches: list[_Launch], group: tuple[int
 
 
 def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus, mean, dtype, need_last_state):
-    """Run the forward kernel(s): SEQUENTIAL, one launch for the directions of each kernel family (all K but column
-    orders' ones); chunk-parallel, launches of one direction after the other (each adds into out).
+    """Run the forward kernel(s): SEQUENTIAL, one launch per group of directions (``_launch_groups``);
+    chunk-parallel, launches of one direction after the other. Each direction adds into out.
 
     Returns out (Bt, D, L) in u's dtype, states (Bt, K, D, n_chunks, N) and the final state (Bt, K, D, N), or None
     unless ``need_last_state``. The state tile kernels skip the states of directions of one chunk then (the
@@ -476,7 +488,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         for k in range(geom.num_dirs):
             launch(k, FROM_CARRY, local, decay_sum)
     else:
-        for group in _launch_groups([launch.state_tiles for launch in launches]):
+        for group in _launch_groups([launch.state_tiles for launch in launches], geom.shares_launches):
             state_tiles = launches[group[0]].state_tiles
             rows = geom.forward_rows if state_tiles else block_d
             warps = geom.state_warps(geom.state_tiling.forward_warps) if state_tiles else geom.tiling.forward_warps
@@ -507,8 +519,9 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
 
 
 def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, states, softplus, mean):
-    """Run the backward kernel(s): SEQUENTIAL, one launch for the directions of each kernel family; chunk-parallel,
-    launches of one direction after the other. Returns the gradients of u, delta, A, B, C, D, z, delta_bias."""
+    """Run the backward kernel(s): SEQUENTIAL, one launch per group of directions (``_launch_groups``);
+    chunk-parallel, launches of one direction after the other. Returns the gradients of u, delta, A, B, C, D, z,
+    delta_bias."""
     dtype = states.dtype
     device = u.device
     block_d, blocks_per_segment = geom.blocks(geom.tiling.backward_block_d)
@@ -590,7 +603,8 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
     else:
         # State tile programs carry dh in registers; channel tile programs pass it to the previous chunk in memory.
         carry = states if all(launch.state_tiles for launch in launches) else torch.empty_like(states)
-        for group in _launch_groups([(launch.state_tiles, steps) for launch, steps in zip(launches, row_steps)]):
+        keys = [(launch.state_tiles, steps) for launch, steps in zip(launches, row_steps)]
+        for group in _launch_groups(keys, geom.shares_launches):
             state_tiles = launches[group[0]].state_tiles
             programs = geom.batch * geom.dim if state_tiles else geom.row_blocks(programs_per_segment[group[0]])
             tiling = geom.state_tiling

@@ -263,14 +263,15 @@ def test_fused_multi_scan_every_scan_order(name, shape):
         assert_near(g, w, 1e-10, f"grad {key}")
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "chunk-parallel"])
-def test_fused_multi_scan_launches(monkeypatch, parallel):
-    """Where programs own whole channel rows, the directions that run on one kind of kernel share one launch,
-    forward and backward: every direction of a gathered order, the raster and the column directions of the cross
-    scan in two. Chunk-parallel work launches each direction per phase."""
-    monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(8, 4, 4, 2, 4)})
-    monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: triton_scan.StateTiling(4, 1, 4, 1)})
-    monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", parallel)
+@pytest.mark.parametrize("work", ["short-rows", "long-rows", "chunk-parallel"])
+def test_fused_multi_scan_launches(monkeypatch, work):
+    """Where programs own whole channel rows that fit one forward tile, the directions that run on one kind of
+    kernel share a launch, forward and backward: every direction of a gathered order, the raster and the column
+    directions of the cross scan in two. Longer rows and chunk-parallel work launch each direction (per phase)."""
+    chunk, tile = (16, 16) if work == "short-rows" else (16, 4) if work == "long-rows" else (8, 4)
+    monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(chunk, 4, 4, 2, 4)})
+    monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: triton_scan.StateTiling(tile, 1, tile, 1)})
+    monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", work == "chunk-parallel")
     launches = []
     for name in (
         "_directions_forward_kernel",
@@ -281,7 +282,7 @@ def test_fused_multi_scan_launches(monkeypatch, parallel):
         "_scan_backward_kernel",
     ):
         monkeypatch.setattr(triton_scan, name, _CountedKernel(getattr(triton_scan, name), name, launches))
-    for order, sequential_launches in [("cross", 2), ("zigzag8", 1)]:
+    for order, shared_launches in [("cross", 2), ("zigzag8", 1)]:
         plan = scan_plan(order, (3, 4))
         inputs = multi_scan_inputs(plan, torch.float64, state=1)
         launches.clear()
@@ -289,9 +290,10 @@ def test_fused_multi_scan_launches(monkeypatch, parallel):
         forward = list(launches)
         torch.autograd.grad(got, list(inputs.values()), torch.ones_like(got))
         backward = launches[len(forward) :]
-        if not parallel:
-            assert forward == ["_directions_forward_kernel"] * sequential_launches, order
-            assert backward == ["_directions_backward_kernel"] * sequential_launches, order
+        if work != "chunk-parallel":
+            expected = shared_launches if work == "short-rows" else plan.num_directions
+            assert forward == ["_directions_forward_kernel"] * expected, order
+            assert backward == ["_directions_backward_kernel"] * expected, order
         elif order == "cross":
             # Summary and from-carry launches of each of the 4 directions (2 raster, 2 column).
             assert sorted(forward) == sorted(["_state_forward_kernel"] * 4 + ["_scan_forward_kernel"] * 4)
