@@ -323,14 +323,14 @@ def _carry(geom: _Geometry, local: Tensor, decay_sum: Tensor, A: Tensor, carried
     )
 
 
-def _direction_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int, blocks_per_segment: int) -> tuple:
-    """The kernels' runtime size arguments for direction k."""
+def _size_args(geom: _Geometry, cols, num_chunks, chunk_stride: int, blocks_per_segment: int) -> tuple:
+    """The runtime size arguments shared by the per-direction and the one-launch kernels; ``cols`` and
+    ``num_chunks`` are a direction's (ints) or a launch's directions' (tuples)."""
     return (
-        k,
         geom.dim,
         geom.length,
-        launch.cols,
-        launch.num_chunks,
+        cols,
+        num_chunks,
         chunk_stride,
         geom.num_dirs,
         geom.b_groups,
@@ -338,6 +338,11 @@ def _direction_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int,
         geom.segment_len,
         blocks_per_segment,
     )
+
+
+def _direction_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int, blocks_per_segment: int) -> tuple:
+    """The (channel, token) tile kernels' runtime size arguments for direction k."""
+    return (k, *_size_args(geom, launch.cols, launch.num_chunks, chunk_stride, blocks_per_segment))
 
 
 def _state_tile_args(geom: _Geometry, k: int, launch: _Launch, chunk_stride: int) -> tuple:
@@ -387,20 +392,10 @@ def _launch_groups(keys: list, shared: bool) -> list[tuple[int, ...]]:
 def _directions_args(
     geom: _Geometry, launches: list[_Launch], group: tuple[int, ...], chunk_stride: int, blocks_per_segment: int
 ) -> tuple:
-    """The one-launch kernels' runtime size arguments for the directions ``group`` (per-direction ones as
-    tuples)."""
-    return (
-        geom.dim,
-        geom.length,
-        tuple(launches[k].cols for k in group),
-        tuple(launches[k].num_chunks for k in group),
-        chunk_stride,
-        geom.num_dirs,
-        geom.b_groups,
-        geom.c_groups,
-        geom.segment_len,
-        blocks_per_segment,
-    )
+    """The one-launch kernels' runtime size arguments for the directions ``group``."""
+    cols = tuple(launches[k].cols for k in group)
+    num_chunks = tuple(launches[k].num_chunks for k in group)
+    return _size_args(geom, cols, num_chunks, chunk_stride, blocks_per_segment)
 
 
 def _directions_flags(geom: _Geometry, launches: list[_Launch], group: tuple[int, ...]) -> dict:
@@ -443,9 +438,9 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
     store_states = [need_last_state or launch.num_chunks > 1 for launch in launches]
 
     def launch(k, mode, local, decay_sum):
-        chunks = (launches[k].num_chunks,)
+        chunks = launches[k].num_chunks
         if launches[k].state_tiles:
-            _state_forward_kernel[(geom.batch * geom.dim, *chunks)](
+            _state_forward_kernel[(geom.batch * geom.dim, chunks)](
                 *inputs,
                 _or(launches[k].index, u),
                 out,
@@ -463,7 +458,7 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 **flags,
             )
             return
-        _scan_forward_kernel[(row_blocks, *chunks)](
+        _scan_forward_kernel[(row_blocks, chunks)](
             *inputs,
             _or(launches[k].index, u),
             out,
