@@ -4,7 +4,7 @@
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
     python benchmarks/triton_scan_gpu.py --fused-vs-composed "S1"  # fused multi_scan against gather -> scan -> merge
-    python benchmarks/triton_scan_gpu.py --launch-sharing   # fused cross scan: shared launches or one per direction
+    python benchmarks/triton_scan_gpu.py --launch-sharing   # fused cross scan: one launch, two, or one per direction
     python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # state tile work splits, N = 16 and 1
     python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name ends with N1
 
@@ -210,10 +210,19 @@ def time_fused_vs_composed(only: str) -> None:
                 time_fused_and_composed(name, inputs, plan, state, dtype)
 
 
-def time_shared_and_separate_launches(name: str, inputs: dict, plan, dtype: torch.dtype) -> None:
-    """Print the fused multi_scan's forward device time (CUDA graph replay of the no-grad forward) and eager
-    forward + backward (best of 2 each), with the directions of each kernel family sharing SEQUENTIAL launches and
-    with one launch per direction (``_Geometry.shares_launches`` forced)."""
+LAUNCH_ARRANGEMENTS = {
+    "default": {},
+    "columns on tiles": dict(gathers_columns=False),
+    "one per direction": dict(gathers_columns=False, shares_launches=False),
+}
+"""Launch arrangements of the fused multi_scan compared by ``time_launch_arrangements``: the ``_Geometry``
+properties each forces (shares_launches: SEQUENTIAL directions of one kernel family share a launch; gathers_columns:
+column directions are read through their index on the state tile kernels, the family of the other directions)."""
+
+
+def time_launch_arrangements(name: str, inputs: dict, plan, dtype: torch.dtype) -> None:
+    """Print, per LAUNCH_ARRANGEMENTS entry, the fused multi_scan's forward device time (CUDA graph replay of the
+    no-grad forward) and eager forward + backward (best of 2 each) and its launches per pass."""
     leaves = list(inputs.values())
     cotangent = torch.randn_like(inputs["u"])
 
@@ -224,19 +233,27 @@ def time_shared_and_separate_launches(name: str, inputs: dict, plan, dtype: torc
     def forward_backward():
         return torch.autograd.grad(multi_scan(**inputs, plan=plan, backend="triton"), leaves, cotangent)
 
-    default = triton_scan._Geometry.shares_launches
-    for shared in (True, False):
-        triton_scan._Geometry.shares_launches = property(lambda self, shared=shared: shared)
+    defaults = {key: getattr(triton_scan._Geometry, key) for key in ("shares_launches", "gathers_columns")}
+    for label, forced in LAUNCH_ARRANGEMENTS.items():
+        for key, value in forced.items():
+            setattr(triton_scan._Geometry, key, property(lambda self, value=value: value))
         forward_backward()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            forward()
+            torch.cuda.synchronize()
+        # The Triton scan kernels, named _<what>_kernel (not PyTorch's own kernels, such as a dtype conversion).
+        names = [event.key for event in profile.key_averages() if event.key.startswith("_")]
+        launches = sum(event.count for event in profile.key_averages() if event.key in names)
         graph_us = 1e3 * min(triton.testing.do_bench_cudagraph(forward, rep=25) for _ in range(2))
         both = min(triton.testing.do_bench(forward_backward, warmup=3, rep=30) for _ in range(2))
-        label = "shared launches" if shared else "one per direction"
-        print(f"{name:18} {str(dtype)[6:]:9} {label:18} fwd graph {graph_us:7.1f} us, f+b {both:7.3f} ms", flush=True)
-    triton_scan._Geometry.shares_launches = default
+        times = f"fwd graph {graph_us:7.1f} us, f+b {both:7.3f} ms, {launches} forward launches"
+        print(f"{name:18} {str(dtype)[6:]:9} {label:18} {times}", flush=True)
+        for key, value in defaults.items():
+            setattr(triton_scan._Geometry, key, value)
 
 
 def time_launch_sharing() -> None:
-    """Shared against separate launches for the fused cross scan at VMamba-T stages 3 and 1 (N = 1)."""
+    """The launch arrangements of the fused cross scan at VMamba-T stages 3 and 1 (N = 1)."""
     for name, batch, dim, side, dtype in [
         ("VMamba-T S3 cross", 64, 384, 14, torch.bfloat16),
         ("VMamba-T S1 cross", 64, 96, 56, torch.float32),
@@ -245,7 +262,7 @@ def time_launch_sharing() -> None:
     ]:
         plan = scan_plan("cross", (side, side)).to("cuda")
         inputs = multi_inputs(batch, dim, (side, side), 1, dtype, plan.num_directions)
-        time_shared_and_separate_launches(name, inputs, plan, dtype)
+        time_launch_arrangements(name, inputs, plan, dtype)
 
 
 # name, batch, channels (K * dim), N, L, B/C groups (K): the plain shapes of benchmarks/scan_gpu.py
@@ -388,7 +405,7 @@ def main() -> None:
     parser.add_argument(
         "--launch-sharing",
         action="store_true",
-        help="time only the fused cross scan with shared launches against one launch per direction",
+        help="time only the fused cross scan in each of LAUNCH_ARRANGEMENTS",
     )
     parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
     parser.add_argument("--only", default="", help="state sweep: only the shapes whose name ends with this")

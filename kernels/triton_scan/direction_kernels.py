@@ -8,12 +8,12 @@ backward pass) that the directions before it wrote. No other program touches tho
 atomics and stays deterministic; a barrier between directions makes one direction's stores visible to the threads
 that read them in the next.
 
-A launch takes the directions of one kernel family: all K of them for every order but the column orders (raster,
-reversed and gathered directions all run on state tiles), the state tile ones and then the column ones for orders
-that mix them (the cross scan: two launches instead of four). It does so where rows fit one forward tile
-(``_Geometry.shares_launches``): there launches are short and bound by the host. Longer rows launch each direction
-on its own, as do chunk-parallel programs (several per row, whose chunks differ between directions). Mixing the
-families in one launch would cost more than it saves, as a kernel's registers are those of its heaviest body:
+A launch takes the directions of one kernel family. Where rows fit one forward tile (``_Geometry.shares_launches``),
+whose launches are short and bound by the host, that is all K directions of every order: raster, reversed and
+gathered directions run on state tiles, and so do column directions there, read through their index
+(``_Geometry.gathers_columns``). Longer rows launch each direction on its own, as do chunk-parallel programs (several
+per row, whose chunks differ between directions); their column directions run on (channel, token) tiles. Mixing the
+two families in one launch would cost more than it saves, as a kernel's registers are those of its heaviest body:
 compiled for sm_90 (Triton 3.8), the cross scan at VMamba-T stage 1 (bfloat16, one warp) took 255 registers and 2.6
 KB of spills in the backward, where its two state tile bodies alone take 118 registers (one: 80) and the (channel,
 token) ones 253 at their own 8 warps (forward: 255 with spills, against 80 and 168 at 4 warps).

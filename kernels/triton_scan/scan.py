@@ -217,11 +217,12 @@ class _Geometry:
     @cached_property
     def shares_launches(self) -> bool:
         """Whether the SEQUENTIAL directions of one kernel family share a launch (``direction_kernels.py``): where
-        rows fit one forward tile, whose short launches are bound by the host. Measured on an H200 (fused cross
-        scan, eager forward + backward ms, shared / one launch per direction): VMamba-T stage 3 (L = 196) 1.38 /
-        1.91 in bfloat16, 1.24 / 1.54 in float32; stage 1 (L = 3136) 3.28 / 2.51 and 3.02 / 2.47, where the shared
-        backward's registers (118 per thread against 80, compiled for sm_90) cost occupancy. Forward device time
-        (CUDA graph replay): within 2 % at stage 1, 2-8 % more shared at stage 3."""
+        rows fit one forward tile, whose short launches are bound by the host (there every direction runs on state
+        tiles, ``gathers_columns``). Measured on an H100 (fused cross scan, eager forward + backward ms, one launch /
+        two, columns on (channel, token) tiles / one per direction): VMamba-T stage 3 (L = 196) 1.44 / 2.06 / 2.74
+        in bfloat16, 1.60 / 1.78 / 2.60 in float32; at stage 1 (L = 3136) one launch per direction beats two shared
+        ones, 2.59 against 3.33 ms (float32), as the shared state tile backward's registers (127 per thread against
+        80 and 96 for its raster and reversed bodies, compiled for sm_90) cost occupancy."""
         return self.forward_one_tile
 
     def tile_len(self, tile: int) -> int:
@@ -233,9 +234,20 @@ class _Geometry:
         keeps the elements per thread, and so the registers, of N = 16 (N = 64 in one warp spills)."""
         return warps * max(1, self.state_pad // 16)
 
+    @cached_property
+    def gathers_columns(self) -> bool:
+        """Whether column-order (TRANSPOSED) directions are read through their index on the state tile kernels
+        rather than as (channel, token) tiles: where rows fit one forward tile, so that every direction of a cross
+        scan runs in one launch (a short row's tile touches each of its cache lines however its tokens are ordered);
+        at every length from N = GATHER_TRANSPOSED_FROM_N. Measured on an H100 (fused cross scan, VMamba-T stage 3,
+        forward device time): 135 against 181 us in bfloat16, 117 against 165 us in float32. Longer rows gathered
+        column by column reload each cache line once per tile: stage 1, float32, forward 1.28 against 0.54 ms."""
+        return self.state >= STATE_TILES_FROM_N and (self.forward_one_tile or self.state >= GATHER_TRANSPOSED_FROM_N)
+
     def launch(self, direction: Direction) -> _Launch:
-        """Kernel arguments of a direction; a transposed order whose columns exceed a chunk is gathered."""
-        if direction.kind == "transposed" and self.state < GATHER_TRANSPOSED_FROM_N:
+        """Kernel arguments of a direction; a transposed order is gathered where ``gathers_columns`` or where its
+        columns exceed a chunk."""
+        if direction.kind == "transposed" and not self.gathers_columns:
             rows_pad = _next_power_of_2(self.length // direction.cols)
             if rows_pad <= self.chunk_len:
                 columns_per_chunk = self.chunk_len // rows_pad

@@ -265,9 +265,10 @@ def test_fused_multi_scan_every_scan_order(name, shape):
 
 @pytest.mark.parametrize("work", ["short-rows", "long-rows", "chunk-parallel"])
 def test_fused_multi_scan_launches(monkeypatch, work):
-    """Where programs own whole channel rows that fit one forward tile, the directions that run on one kind of
-    kernel share a launch, forward and backward: every direction of a gathered order, the raster and the column
-    directions of the cross scan in two. Longer rows and chunk-parallel work launch each direction (per phase)."""
+    """Where programs own whole channel rows that fit one forward tile, all directions share one launch, forward
+    and backward: those of a gathered order and those of the cross scan (its columns gathered on the state tile
+    kernels). Longer rows and chunk-parallel work launch each direction (per phase), columns on the (channel,
+    token) tile kernels."""
     chunk, tile = (16, 16) if work == "short-rows" else (16, 4) if work == "long-rows" else (8, 4)
     monkeypatch.setattr(triton_scan, "TILINGS", {64: triton_scan.Tiling(chunk, 4, 4, 2, 4)})
     monkeypatch.setattr(triton_scan, "STATE_TILINGS", {64: triton_scan.StateTiling(tile, 1, tile, 1)})
@@ -282,7 +283,7 @@ def test_fused_multi_scan_launches(monkeypatch, work):
         "_scan_backward_kernel",
     ):
         monkeypatch.setattr(triton_scan, name, _CountedKernel(getattr(triton_scan, name), name, launches))
-    for order, shared_launches in [("cross", 2), ("zigzag8", 1)]:
+    for order in ("cross", "zigzag8"):
         plan = scan_plan(order, (3, 4))
         inputs = multi_scan_inputs(plan, torch.float64, state=1)
         launches.clear()
@@ -291,7 +292,7 @@ def test_fused_multi_scan_launches(monkeypatch, work):
         torch.autograd.grad(got, list(inputs.values()), torch.ones_like(got))
         backward = launches[len(forward) :]
         if work != "chunk-parallel":
-            expected = shared_launches if work == "short-rows" else plan.num_directions
+            expected = 1 if work == "short-rows" else plan.num_directions
             assert forward == ["_directions_forward_kernel"] * expected, order
             assert backward == ["_directions_backward_kernel"] * expected, order
         elif order == "cross":
@@ -332,20 +333,24 @@ def test_fused_multi_scan_reads_structured_orders_without_their_index():
     assert {d.kind for d in describe_directions(scan_plan("zigzag8", (3, 4)).index)} == {"gather"}
 
 
-def test_state_tile_kernels_serve_every_order_but_columns():
-    """Raster, reversed and gathered directions run the (state, token) tile kernels at every N; column orders the
-    (channel, token) tile kernels."""
-    for state, kind, expected in [
-        (16, "linear", True),
-        (2, "gather", True),
-        (1, "gather", True),
-        (1, "linear", True),
-        (16, "transposed", False),
-        (1, "transposed", False),
+def test_state_tile_kernels_serve_every_order_but_long_columns():
+    """Raster, reversed and gathered directions run the (state, token) tile kernels at every N; column orders too,
+    through their index, where rows fit one forward tile, else the (channel, token) tile kernels."""
+    for state, kind, length, expected in [
+        (16, "linear", 64, True),
+        (2, "gather", 64, True),
+        (1, "gather", 64, True),
+        (1, "linear", 64, True),
+        (16, "transposed", 64, False),
+        (1, "transposed", 512, False),
+        (16, "transposed", 32, True),
+        (1, "transposed", 64, True),
     ]:
-        geom = triton_scan._Geometry(2, 8, 64, 1, state, 1, 1)
-        index = torch.arange(64) if kind == "gather" else None
-        assert geom.launch(triton_scan.Direction(kind, cols=8, index=index)).state_tiles is expected, (state, kind)
+        geom = triton_scan._Geometry(2, 8, length, 1, state, 1, 1)
+        index = torch.arange(length)
+        launch = geom.launch(triton_scan.Direction(kind, cols=8, index=index))
+        assert launch.state_tiles is expected, (state, kind, length)
+        assert launch.has_index is (kind == "gather" or kind == "transposed" and expected), (state, kind, length)
     flipped = triton_scan._Geometry(2, 8, 64, 1, 4, 1, 1).launch(triton_scan.Direction("linear", flip=True))
     assert flipped.state_tiles and flipped.flip
 
