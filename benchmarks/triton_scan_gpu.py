@@ -4,7 +4,7 @@
     python benchmarks/triton_scan_gpu.py --sweep --budget-s 90   # also time other tilings
     python benchmarks/triton_scan_gpu.py --direction-kinds        # fused scan cost per direction kind
     python benchmarks/triton_scan_gpu.py --fused-vs-composed "S1"  # fused multi_scan against gather -> scan -> merge
-    python benchmarks/triton_scan_gpu.py --launch-sharing   # fused cross scan: one launch, two, or one per direction
+    python benchmarks/triton_scan_gpu.py --launch-sharing --backward-max-registers 96  # cross scan launch arrangements
     python benchmarks/triton_scan_gpu.py --state-sweep --budget-s 200   # state tile work splits, N = 16 and 1
     python benchmarks/triton_scan_gpu.py --state-sweep --only N1        # the shapes whose name ends with N1
 
@@ -15,6 +15,7 @@ fixed cotangent). "GB/s" counts the forward's compulsory traffic: u, delta, out 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 
@@ -211,9 +212,9 @@ def time_fused_vs_composed(only: str) -> None:
 
 
 LAUNCH_ARRANGEMENTS = {
-    "default": {},
-    "columns on tiles": dict(gathers_columns=False),
-    "one per direction": dict(gathers_columns=False, shares_launches=False),
+    "one launch": dict(shares_launches=True, gathers_columns=True),
+    "columns on tiles": dict(shares_launches=True, gathers_columns=False),
+    "one per direction": dict(shares_launches=False, gathers_columns=False),
 }
 """Launch arrangements of the fused multi_scan compared by ``time_launch_arrangements``: the ``_Geometry``
 properties each forces (shares_launches: SEQUENTIAL directions of one kernel family share a launch; gathers_columns:
@@ -222,9 +223,14 @@ column directions are read through their index on the state tile kernels, the fa
 
 def time_launch_arrangements(name: str, inputs: dict, plan, dtype: torch.dtype) -> None:
     """Print, per LAUNCH_ARRANGEMENTS entry, the fused multi_scan's forward device time (CUDA graph replay of the
-    no-grad forward) and eager forward + backward (best of 2 each) and its launches per pass."""
+    no-grad forward) and eager forward + backward (best of 2 each) and its Triton launches per forward; "(default)"
+    marks the arrangement the geometry picks."""
     leaves = list(inputs.values())
     cotangent = torch.randn_like(inputs["u"])
+    batch, dim, *grid = inputs["u"].shape
+    state, num_dirs = inputs["A"].shape[-1], plan.num_directions
+    geom = triton_scan._Geometry(batch, dim, math.prod(grid), num_dirs, state, num_dirs, num_dirs)
+    default = dict(shares_launches=geom.shares_launches, gathers_columns=geom.gathers_columns)
 
     def forward():
         with torch.no_grad():
@@ -233,7 +239,7 @@ def time_launch_arrangements(name: str, inputs: dict, plan, dtype: torch.dtype) 
     def forward_backward():
         return torch.autograd.grad(multi_scan(**inputs, plan=plan, backend="triton"), leaves, cotangent)
 
-    defaults = {key: getattr(triton_scan._Geometry, key) for key in ("shares_launches", "gathers_columns")}
+    properties = {key: getattr(triton_scan._Geometry, key) for key in default}
     for label, forced in LAUNCH_ARRANGEMENTS.items():
         for key, value in forced.items():
             setattr(triton_scan._Geometry, key, property(lambda self, value=value: value))
@@ -242,18 +248,22 @@ def time_launch_arrangements(name: str, inputs: dict, plan, dtype: torch.dtype) 
             forward()
             torch.cuda.synchronize()
         # The Triton scan kernels, named _<what>_kernel (not PyTorch's own kernels, such as a dtype conversion).
-        names = [event.key for event in profile.key_averages() if event.key.startswith("_")]
-        launches = sum(event.count for event in profile.key_averages() if event.key in names)
+        launches = sum(event.count for event in profile.key_averages() if event.key.startswith("_"))
         graph_us = 1e3 * min(triton.testing.do_bench_cudagraph(forward, rep=25) for _ in range(2))
         both = min(triton.testing.do_bench(forward_backward, warmup=3, rep=30) for _ in range(2))
         times = f"fwd graph {graph_us:7.1f} us, f+b {both:7.3f} ms, {launches} forward launches"
-        print(f"{name:18} {str(dtype)[6:]:9} {label:18} {times}", flush=True)
-        for key, value in defaults.items():
+        label += " (default)" if forced == default else ""
+        print(f"{name:18} {str(dtype)[6:]:9} {label:28} {times}", flush=True)
+        for key, value in properties.items():
             setattr(triton_scan._Geometry, key, value)
 
 
-def time_launch_sharing() -> None:
-    """The launch arrangements of the fused cross scan at VMamba-T stages 3 and 1 (N = 1)."""
+def time_launch_sharing(backward_max_registers: int | None) -> None:
+    """The launch arrangements of the fused cross scan at VMamba-T stages 3 and 1 (N = 1), the N = 1 state tile
+    backward capped at ``backward_max_registers`` (None: the tiling's cap)."""
+    default_tiling = triton_scan.STATE_TILINGS[1]
+    if backward_max_registers is not None:
+        triton_scan.STATE_TILINGS[1] = default_tiling._replace(backward_max_registers=backward_max_registers)
     for name, batch, dim, side, dtype in [
         ("VMamba-T S3 cross", 64, 384, 14, torch.bfloat16),
         ("VMamba-T S1 cross", 64, 96, 56, torch.float32),
@@ -263,6 +273,7 @@ def time_launch_sharing() -> None:
         plan = scan_plan("cross", (side, side)).to("cuda")
         inputs = multi_inputs(batch, dim, (side, side), 1, dtype, plan.num_directions)
         time_launch_arrangements(name, inputs, plan, dtype)
+    triton_scan.STATE_TILINGS[1] = default_tiling
 
 
 # name, batch, channels (K * dim), N, L, B/C groups (K): the plain shapes of benchmarks/scan_gpu.py
@@ -407,6 +418,11 @@ def main() -> None:
         action="store_true",
         help="time only the fused cross scan in each of LAUNCH_ARRANGEMENTS",
     )
+    parser.add_argument(
+        "--backward-max-registers",
+        type=int,
+        help="launch sharing: cap the N = 1 state tile backward at this many registers per thread",
+    )
     parser.add_argument("--state-sweep", action="store_true", help="time only the state tilings (N = 16 and 1)")
     parser.add_argument("--only", default="", help="state sweep: only the shapes whose name ends with this")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="state sweep: these dtypes")
@@ -421,7 +437,7 @@ def main() -> None:
         time_fused_vs_composed(args.fused_vs_composed)
         return
     if args.launch_sharing:
-        time_launch_sharing()
+        time_launch_sharing(args.backward_max_registers)
         return
     if args.state_sweep:
         state_sweep([getattr(torch, name) for name in args.dtypes], args.budget_s, args.only)
