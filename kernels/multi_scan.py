@@ -2,7 +2,8 @@
 
 Every per-token tensor is given in raster layout over the spatial grid; the scan order is applied by
 index inside the operator, so callers never build permuted copies. ``backend="triton"`` runs the fused
-kernels, one launch per direction reading its tokens in place and adding into the merged output; "auto" does so on
+kernels, each direction reading its tokens in place and adding into the merged output (all K directions in one
+launch where rows are short, one launch per direction otherwise: ``kernels/triton_scan``); "auto" does so on
 CUDA tensors where they are faster (``fused_by_default``: N = 1, directions read from their shape). Every other
 case composes gather -> ``selective_scan`` over all K directions at once (as K groups of channels, on the chosen
 backend) -> inverse gather and merge.
