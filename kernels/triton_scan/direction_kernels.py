@@ -15,8 +15,8 @@ gathered directions run on state tiles, and so do column directions there, read 
 per row, whose chunks differ between directions); their column directions run on (channel, token) tiles. Mixing the
 two families in one launch would cost more than it saves, as a kernel's registers are those of its heaviest body:
 compiled for sm_90 (Triton 3.8), the cross scan at VMamba-T stage 1 (bfloat16, one warp) took 255 registers and 2.6
-KB of spills in the backward, where its two state tile bodies alone take 118 registers (one: 80) and the (channel,
-token) ones 253 at their own 8 warps (forward: 255 with spills, against 80 and 168 at 4 warps).
+KB of spills in the backward, where its two state tile bodies alone take 127 registers (raster alone: 80, reversed:
+96) and the (channel, token) ones 253 at their own 8 warps (forward: 255 with spills, against 80 and 168 at 4 warps).
 
 Per-direction arguments are tuples indexed by the unrolled position j in the launch: compile-time ones (direction
 number, layout, flip, padded column height, vector width, index use, whether to store states) and run-time ones

@@ -102,7 +102,8 @@ and the conversions spilled: SegMamba stage 1 bfloat16 backward 19.4 -> 12.9 ms,
 
 GATHER_TRANSPOSED_FROM_N = 1 << 20
 """Smallest N at which column-order (TRANSPOSED) directions are read through their index on the (state, token)
-tile kernels instead of as (channel, token) tiles; raised only to compare the two (benchmarks)."""
+tile kernels at every row length (shorter rows always are, ``_Geometry.gathers_columns``); lowered only to compare
+the two (benchmarks)."""
 
 STATE_PARALLEL_BELOW_ROWS_PER_SM = 16
 """State tile kernels: chunk-parallel launches when there are fewer channel rows (programs) than this many per SM."""
