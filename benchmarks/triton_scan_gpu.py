@@ -212,13 +212,17 @@ def time_fused_vs_composed(only: str) -> None:
 
 
 LAUNCH_ARRANGEMENTS = {
-    "one launch": dict(shares_launches=True, gathers_columns=True),
-    "columns on tiles": dict(shares_launches=True, gathers_columns=False),
-    "one per direction": dict(shares_launches=False, gathers_columns=False),
+    "one launch": dict(shares_launches=True, gathers_columns=True, column_tiles=False),
+    "one launch, column tiles": dict(shares_launches=True, gathers_columns=False, column_tiles=True),
+    "columns on tiles": dict(shares_launches=True, gathers_columns=False, column_tiles=False),
+    "per direction, column tiles": dict(shares_launches=False, gathers_columns=False, column_tiles=True),
+    "one per direction": dict(shares_launches=False, gathers_columns=False, column_tiles=False),
 }
 """Launch arrangements of the fused multi_scan compared by ``time_launch_arrangements``: the ``_Geometry``
 properties each forces (shares_launches: SEQUENTIAL directions of one kernel family share a launch; gathers_columns:
-column directions are read through their index on the state tile kernels, the family of the other directions)."""
+column directions are read through their index on the state tile kernels, the family of the other directions;
+column_tiles: where not gathered, they run on state tiles of whole columns, the same family; else on (channel,
+token) tiles)."""
 
 
 def time_launch_arrangements(name: str, inputs: dict, plan, dtype: torch.dtype) -> None:
@@ -230,7 +234,7 @@ def time_launch_arrangements(name: str, inputs: dict, plan, dtype: torch.dtype) 
     batch, dim, *grid = inputs["u"].shape
     state, num_dirs = inputs["A"].shape[-1], plan.num_directions
     geom = triton_scan._Geometry(batch, dim, math.prod(grid), num_dirs, state, num_dirs, num_dirs)
-    default = dict(shares_launches=geom.shares_launches, gathers_columns=geom.gathers_columns)
+    default = {key: getattr(geom, key) for key in LAUNCH_ARRANGEMENTS["one launch"]}
 
     def forward():
         with torch.no_grad():

@@ -12,7 +12,9 @@ A launch takes the directions of one kernel family. Where rows fit one forward t
 whose launches are short and bound by the host, that is all K directions of every order: raster, reversed and
 gathered directions run on state tiles, and so do column directions there, read through their index
 (``_Geometry.gathers_columns``). Longer rows launch each direction on its own, as do chunk-parallel programs (several
-per row, whose chunks differ between directions); their column directions run on (channel, token) tiles. Mixing the
+per row, whose chunks differ between directions); their column directions run on (channel, token) tiles, or with
+``STATE_TILE_COLUMNS`` (SEQUENTIAL) on state tiles of whole columns, which puts every direction of a cross scan in
+the state tile family at every length (not yet timed on a GPU). Mixing the
 two families in one launch would cost more than it saves, as a kernel's registers are those of its heaviest body:
 compiled for sm_90 (Triton 3.8), the cross scan at VMamba-T stage 1 (bfloat16, one warp) took 255 registers and 2.6
 KB of spills in the backward, where its two state tile bodies alone take 127 registers (raster alone: 80, reversed:
@@ -107,6 +109,7 @@ def _directions_forward_kernel(
                 num_chunks[j],
                 chunk_stride,
                 num_dirs,
+                cols[j],
                 DIM=DIM,
                 B_GROUPS=B_GROUPS,
                 C_GROUPS=C_GROUPS,
@@ -115,6 +118,8 @@ def _directions_forward_kernel(
                 CHUNK_LEN=CHUNK_LEN,
                 TILE_LEN=TILE_LEN,
                 LENGTH_ALIGN=LENGTH_ALIGN,
+                LAYOUT=LAYOUTS[j],
+                P_PAD=P_PADS[j],
                 NUM_STAGES=NUM_STAGES,
                 ROWS=ROWS,
                 ONE_TILE=ONE_TILE,
@@ -270,6 +275,7 @@ def _directions_backward_kernel(
                 num_chunks[j],
                 chunk_stride,
                 num_dirs,
+                cols[j],
                 DIM=DIM,
                 B_GROUPS=B_GROUPS,
                 C_GROUPS=C_GROUPS,
@@ -279,6 +285,8 @@ def _directions_backward_kernel(
                 TILE_LEN=TILE_LEN,
                 BC_VECTOR=BC_VECTOR,
                 LENGTH_ALIGN=LENGTH_ALIGN,
+                LAYOUT=LAYOUTS[j],
+                P_PAD=P_PADS[j],
                 FLIP=FLIPS[j],
                 HAS_INDEX=HAS_INDEXES[j],
                 HAS_D=HAS_D,

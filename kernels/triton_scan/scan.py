@@ -5,7 +5,8 @@ directions add into the output of earlier ones, which makes the merge race-free 
 owns whole channel rows (SEQUENTIAL) and rows are short, one launch runs the directions of each kernel family, each
 program walking them in turn (``direction_kernels.py``); otherwise one direction is launched after the other. Two
 kinds of kernel body: (channel, token) tiles (``kernels.py``) for column-order (TRANSPOSED) directions, (state,
-token) tiles of one channel row (``state_kernels.py``) for the others, at every N. The forward pass keeps only u,
+token) tiles of one channel row (``state_kernels.py``) for the others, at every N (with ``STATE_TILE_COLUMNS``,
+SEQUENTIAL launches run column directions too on state tiles, of whole columns). The forward pass keeps only u,
 delta, A, B, C, D, z, delta_bias plus one float32 state per chunk of ``Tiling.chunk_len`` (1024) tokens, (Bt, K, D,
 n_chunks, N): as much as mamba_ssm keeps (2N values per chunk of 2048). The backward pass recomputes each chunk's
 states from the saved state before it. Chunk-parallel launches (few channel rows, long sequences) add transient
@@ -105,6 +106,13 @@ GATHER_TRANSPOSED_FROM_N = 1 << 20
 tile kernels at every row length (shorter rows always are, ``_Geometry.gathers_columns``); lowered only to compare
 the two (benchmarks)."""
 
+STATE_TILE_COLUMNS = False
+"""Whether SEQUENTIAL launches run column-order (TRANSPOSED) directions whose padded columns fit a state tile on
+state tiles of whole columns (``_columns_forward``, ``_columns_backward``: loads of neighbouring columns' rows, no
+index), the kernel family of the other directions, so that long rows too could run every direction in one launch.
+Off until timed on a GPU against the (channel, token) tiles (benchmarks/triton_scan_gpu.py --launch-sharing);
+the tests run both."""
+
 STATE_PARALLEL_BELOW_ROWS_PER_SM = 16
 """State tile kernels: chunk-parallel launches when there are fewer channel rows (programs) than this many per SM."""
 
@@ -154,7 +162,8 @@ def _next_power_of_2(n: int) -> int:
 
 class _Launch(NamedTuple):
     """Kernel arguments of one direction: LAYOUT, FLIP, P_PAD, VEC, HAS_INDEX, cols, chunk count, index row, and
-    whether the (state, token) tile kernels run it (N >= STATE_TILES_FROM_N, every layout but TRANSPOSED)."""
+    whether the (state, token) tile kernels run it (N >= STATE_TILES_FROM_N; TRANSPOSED only on tiles of whole
+    columns, ``_Geometry.launch``)."""
 
     layout: int
     flip: bool
@@ -245,9 +254,18 @@ class _Geometry:
         column by column reload each cache line once per tile: stage 1, float32, forward 1.28 against 0.54 ms."""
         return self.state >= STATE_TILES_FROM_N and (self.forward_one_tile or self.state >= GATHER_TRANSPOSED_FROM_N)
 
-    def launch(self, direction: Direction) -> _Launch:
+    @cached_property
+    def column_tiles(self) -> bool:
+        """Whether SEQUENTIAL launches run column directions on state tiles of whole columns (``STATE_TILE_COLUMNS``)
+        where those do not gather them (``gathers_columns``)."""
+        return STATE_TILE_COLUMNS
+
+    def launch(self, direction: Direction, column_tile: int = 0) -> _Launch:
         """Kernel arguments of a direction; a transposed order is gathered where ``gathers_columns`` or where its
-        columns exceed a chunk."""
+        columns exceed a chunk. ``column_tile`` > 0 (SEQUENTIAL launches): transposed orders whose padded columns
+        fit a state tile of that many slots run on state tiles of whole columns (``_columns_forward``,
+        ``_columns_backward``)."""
+        state_tiles = self.state >= STATE_TILES_FROM_N
         if direction.kind == "transposed" and not self.gathers_columns:
             rows_pad = _next_power_of_2(self.length // direction.cols)
             if rows_pad <= self.chunk_len:
@@ -255,9 +273,19 @@ class _Geometry:
                 num_chunks = -(-direction.cols // columns_per_chunk)
                 # Rows of 4 aligned columns load as one 16-byte vector (float32) when cols is a multiple of 4.
                 vec = math.gcd(direction.cols, columns_per_chunk, 4)
-                return _Launch(TRANSPOSED.value, direction.flip, rows_pad, vec, False, direction.cols, num_chunks, None)
+                on_state_tiles = state_tiles and 0 < rows_pad <= self.tile_len(column_tile)
+                return _Launch(
+                    TRANSPOSED.value,
+                    direction.flip,
+                    rows_pad,
+                    vec,
+                    False,
+                    direction.cols,
+                    num_chunks,
+                    None,
+                    on_state_tiles,
+                )
         num_chunks = -(-self.length // self.chunk_len)
-        state_tiles = self.state >= STATE_TILES_FROM_N
         if direction.kind == "linear":
             return _Launch(LINEAR.value, direction.flip, 1, 1, False, 1, num_chunks, None, state_tiles)
         return _Launch(LINEAR.value, False, 1, 1, True, 1, num_chunks, direction.index, state_tiles)
@@ -461,6 +489,9 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
                 local,
                 decay_sum,
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
+                launches[k].cols,
+                LAYOUT=launches[k].layout,
+                P_PAD=launches[k].rows_pad,
                 MODE=mode.value,
                 num_warps=geom.state_warps(geom.state_tiling.forward_warps),
                 NUM_STAGES=geom.forward_stages,
@@ -496,6 +527,8 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         for k in range(geom.num_dirs):
             launch(k, FROM_CARRY, local, decay_sum)
     else:
+        column_tile = geom.state_tiling.forward_tile if geom.column_tiles else 0
+        launches = [geom.launch(direction, column_tile) for direction in directions]
         for group in _launch_groups([launch.state_tiles for launch in launches], geom.shares_launches):
             state_tiles = launches[group[0]].state_tiles
             rows = geom.forward_rows if state_tiles else block_d
@@ -533,9 +566,10 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
     dtype = states.dtype
     device = u.device
     block_d, blocks_per_segment = geom.blocks(geom.tiling.backward_block_d)
-    launches = [geom.launch(direction) for direction in directions]
     chunk_stride = states.shape[3]
     parallel = geom.chunk_parallel(geom.row_blocks(blocks_per_segment), chunk_stride, device)
+    column_tile = geom.state_tiling.backward_tile if geom.column_tiles and not parallel else 0
+    launches = [geom.launch(direction, column_tile) for direction in directions]
     # N = 1, gathered directions on (channel, token) tiles: a program walks several channel blocks and sums their
     # dB and dC before one atomic add.
     walks_blocks = [geom.state == 1 and launch.has_index and not launch.state_tiles for launch in launches]
@@ -574,6 +608,9 @@ def scan_backward(geom, directions, dout, u, delta, A, B, C, D, z, delta_bias, s
                 decay_sum,
                 *outputs,
                 *_state_tile_args(geom, k, launches[k], chunk_stride),
+                launches[k].cols,
+                LAYOUT=launches[k].layout,
+                P_PAD=launches[k].rows_pad,
                 ATOMIC_BC=atomic_bc[k],
                 BC_VECTOR=geom.state_tiling.backward_vector,
                 MODE=mode.value,

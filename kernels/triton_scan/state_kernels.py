@@ -16,6 +16,11 @@ scan then runs forward along the slots: Triton lowers a reverse ``associative_sc
 shuffles of a forward one. The backward recurrence, which runs against scan order, is scanned over tiles loaded in
 reverse (slot j holding step first_step + TILE_LEN - 1 - j) and its result flipped once (``tl.flip``) into the
 forward tiles' order.
+
+Column orders (TRANSPOSED, SEQUENTIAL only: ``_columns_forward``, ``_columns_backward``) walk tiles of whole columns
+instead, (N_PAD, P_PAD, TILE_LEN / P_PAD) in the layout of the (channel, token) kernels' column tiles (neighbouring
+columns' rows are consecutive positions, read without an index), scanned with their ``_chunk_scan``; their chunks,
+and so their saved states, are those kernels' too.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from .kernels import (
     LOG2E,
     SEQUENTIAL,
     SUMMARY,
+    TRANSPOSED,
     _aligned_length,
     _channel_params,
     _chunk_range,
+    _chunk_scan,
+    _exclusive_sum,
     _exp2,
     _group_rows,
     _linear_combine,
@@ -265,6 +273,94 @@ def _forward_output(
 
 
 @triton.jit
+def _column_tile_slots(first_column, length, cols, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr):
+    """TRANSPOSED: (memory positions (int64), valid), both (1, P_PAD, Q_TILE), of a tile of Q_TILE whole columns
+    of the (L / cols, cols) view from scan-order column ``first_column``: tile row i is step i of a column (rows
+    P..P_PAD - 1 padding), tile column j the column first_column + j in scan order (with FLIP the columns run
+    from the last and each bottom to top). A tile row of Q_TILE neighbouring columns is a run of consecutive
+    positions, so a warp's loads cover whole sectors."""
+    rows = length // cols
+    i = tl.arange(0, P_PAD)[None, :, None]
+    column = first_column + tl.arange(0, Q_TILE)[None, None, :]
+    p = rows - 1 - i if FLIP else i
+    q = cols - 1 - column if FLIP else column
+    return p.to(tl.int64) * cols + q, (i < rows) & (column < cols)
+
+
+@triton.jit
+def _columns_forward(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    out_ptr,
+    states_ptr,
+    param_row,
+    shared_row,
+    delta_row,
+    B_row0,
+    C_row0,
+    chunk_row,
+    length,
+    cols,
+    num_chunks,
+    num_dirs,
+    STATE: tl.constexpr,
+    N_PAD: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    TILE_LEN: tl.constexpr,
+    P_PAD: tl.constexpr,
+    STORE_STATES: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    MEAN: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """SEQUENTIAL forward of one channel row in a column order (TRANSPOSED): tiles of Q_TILE = TILE_LEN / P_PAD
+    whole columns, (N_PAD, P_PAD, Q_TILE) for the states, scanned down the columns and chained across them
+    (``_chunk_scan``), the state carried from tile to tile. A chunk is CHUNK_LEN / P_PAD columns, as on the
+    (channel, token) tiles, so both kernels keep the same states. Multi-direction scans have no gate z."""
+    Q_TILE: tl.constexpr = TILE_LEN // P_PAD
+    Q_CHUNK: tl.constexpr = CHUNK_LEN // P_PAD
+    state_n = tl.arange(0, N_PAD)[:, None, None]
+    state_mask = state_n < STATE
+    A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
+    # The last slot in scan order: the last row of the tile's last column.
+    last = (tl.arange(0, P_PAD)[None, :, None] == P_PAD - 1) & (tl.arange(0, Q_TILE)[None, None, :] == Q_TILE - 1)
+    minus_inf: tl.constexpr = SOFTPLUS and tl.float32 == COMPUTE
+    h = tl.full((N_PAD,), 0, COMPUTE)
+    for chunk in range(num_chunks):
+        tiles = tl.cdiv(tl.minimum(Q_CHUNK, cols - chunk * Q_CHUNK), Q_TILE)
+        for tile in range(tiles):
+            positions, valid = _column_tile_slots(chunk * Q_CHUNK + tile * Q_TILE, length, cols, FLIP, P_PAD, Q_TILE)
+            u, raw, z, out = _token_loads(
+                u_ptr, delta_ptr, z_ptr, out_ptr, shared_row, delta_row, positions, valid, False, ACCUMULATE, minus_inf
+            )
+            u = _widen(u, COMPUTE)
+            _, dt = _step_sizes(raw, valid, bias, SOFTPLUS, minus_inf)
+            B_offsets = B_row0 + state_n * length + positions
+            B = _widen(tl.load(B_ptr + B_offsets, mask=state_mask & valid, other=0), COMPUTE)
+            C_offsets = C_row0 + state_n * length + positions
+            C = _widen(tl.load(C_ptr + C_offsets, mask=state_mask & valid, other=0), COMPUTE)
+            hs = _chunk_scan(_exp2(dt * A2), dt * u * B, h, False, TRANSPOSED, False, TILE_LEN, P_PAD)
+            # Padding slots have decay 1 and no input: the last slot holds the tile's end state.
+            h = tl.sum(tl.sum(tl.where(last, hs, 0.0), axis=2), axis=1)
+            y = _forward_output(hs, C, u, skip, z, out, num_dirs, HAS_D, False, MEAN, ACCUMULATE, COMPUTE)
+            tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
+        if STORE_STATES:
+            state_vector = tl.arange(0, N_PAD)
+            tl.store(states_ptr + (chunk_row + chunk) * STATE + state_vector, h, mask=state_vector < STATE)
+
+
+@triton.jit
 def _state_forward_kernel(
     u_ptr,
     delta_ptr,
@@ -284,6 +380,7 @@ def _state_forward_kernel(
     num_chunks,
     chunk_stride,
     num_dirs,
+    cols,
     DIM: tl.constexpr,
     B_GROUPS: tl.constexpr,
     C_GROUPS: tl.constexpr,
@@ -292,6 +389,8 @@ def _state_forward_kernel(
     CHUNK_LEN: tl.constexpr,
     TILE_LEN: tl.constexpr,
     LENGTH_ALIGN: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    P_PAD: tl.constexpr,
     NUM_STAGES: tl.constexpr,
     ROWS: tl.constexpr,
     ONE_TILE: tl.constexpr,
@@ -324,6 +423,44 @@ def _state_forward_kernel(
     first_param_row, first_shared_row, first_delta_row, B_row0, C_row0, first_chunk_row = _channel_rows(
         tl.program_id(0) * ROWS, direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
     )
+    if LAYOUT == TRANSPOSED:
+        tl.static_assert(MODE == SEQUENTIAL and ROWS == 1 and not ONE_TILE and not HAS_Z)
+        _columns_forward(
+            u_ptr,
+            delta_ptr,
+            A_ptr,
+            B_ptr,
+            C_ptr,
+            D_ptr,
+            z_ptr,
+            bias_ptr,
+            out_ptr,
+            states_ptr,
+            first_param_row,
+            first_shared_row,
+            first_delta_row,
+            B_row0,
+            C_row0,
+            first_chunk_row,
+            length,
+            cols,
+            num_chunks,
+            num_dirs,
+            STATE,
+            N_PAD,
+            CHUNK_LEN,
+            TILE_LEN,
+            P_PAD,
+            STORE_STATES,
+            FLIP,
+            HAS_D,
+            HAS_BIAS,
+            SOFTPLUS,
+            ACCUMULATE,
+            MEAN,
+            COMPUTE,
+        )
+        return
     # Masked deltas as -inf: float32 softplus makes their dt 0 without a select.
     minus_inf: tl.constexpr = SOFTPLUS and tl.float32 == COMPUTE
     if ONE_TILE:
@@ -447,6 +584,149 @@ def _state_forward_kernel(
 
 
 @triton.jit
+def _columns_backward(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    dout_ptr,
+    states_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dB_ptr,
+    dC_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    param_row,
+    shared_row,
+    delta_row,
+    B_row0,
+    C_row0,
+    chunk_row,
+    length,
+    cols,
+    num_chunks,
+    num_dirs,
+    STATE: tl.constexpr,
+    N_PAD: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    TILE_LEN: tl.constexpr,
+    P_PAD: tl.constexpr,
+    FLIP: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    MEAN: tl.constexpr,
+    ATOMIC_BC: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """SEQUENTIAL backward of one channel row in a column order (TRANSPOSED), on the tiles of ``_columns_forward``:
+    as ``_state_backward_kernel``, the entry state of each tile of a chunk found first from the tiles' affine maps,
+    then dh scanned against scan order tile by tile from the chunk's last (``_chunk_scan`` in reverse), carried in
+    registers. dh_t takes dt of the step after t in scan order: the next tile row, or row 0 of the next column
+    after the last padding row (padding slots have dt = 0 and pass dh on unchanged). Multi-direction scans have
+    no gate z."""
+    Q_TILE: tl.constexpr = TILE_LEN // P_PAD
+    Q_CHUNK: tl.constexpr = CHUNK_LEN // P_PAD
+    TILES: tl.constexpr = CHUNK_LEN // TILE_LEN
+    state_n = tl.arange(0, N_PAD)[:, None, None]
+    state_mask = state_n < STATE
+    state_vector = tl.arange(0, N_PAD)
+    A = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE)
+    A2 = A * LOG2E
+    A2_vector = tl.load(A_ptr + param_row * STATE + state_vector, mask=state_vector < STATE, other=0)
+    A2_vector = A2_vector.to(COMPUTE) * LOG2E
+    skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
+    tile_rows = tl.arange(0, P_PAD)[None, :, None]
+    tile_cols = tl.arange(0, Q_TILE)[None, None, :]
+    first_slot = (tile_rows == 0) & (tile_cols == 0)
+    tile_ids = tl.arange(0, TILES)[None, :]
+    dh = tl.full((N_PAD,), 0, COMPUTE)
+    for chunk_step in range(num_chunks):
+        chunk = num_chunks - 1 - chunk_step
+        state_offsets = (chunk_row + chunk) * STATE + state_vector
+        tiles = tl.cdiv(tl.minimum(Q_CHUNK, cols - chunk * Q_CHUNK), Q_TILE)
+        h = tl.load(states_ptr + state_offsets - STATE, mask=(state_vector < STATE) & (chunk > 0), other=0)
+        h = h.to(COMPUTE)
+        entries = tl.full((N_PAD, TILES), 0, COMPUTE)
+        for tile in range(tiles):
+            entries = tl.where(tile_ids == tile, h[:, None], entries)
+            positions, valid = _column_tile_slots(chunk * Q_CHUNK + tile * Q_TILE, length, cols, FLIP, P_PAD, Q_TILE)
+            u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
+            _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+            B = tl.load(B_ptr + B_row0 + state_n * length + positions, mask=state_mask & valid, other=0).to(COMPUTE)
+            weights = _exp2(A2 * _exclusive_sum(dt, True, TRANSPOSED, False))
+            tile_input = tl.sum(tl.sum(weights * (dt * u) * B, axis=2), axis=1)
+            h = _exp2(A2_vector * tl.sum(dt)) * h + tile_input
+        dA_sum = tl.full((N_PAD,), 0, COMPUTE)
+        dD_sum = tl.full((1, P_PAD, Q_TILE), 0, COMPUTE)
+        dbias_sum = tl.full((1, P_PAD, Q_TILE), 0, COMPUTE)
+        for tile_step in range(tiles):
+            tile = tiles - 1 - tile_step
+            first_column = chunk * Q_CHUNK + tile * Q_TILE
+            positions, valid = _column_tile_slots(first_column, length, cols, FLIP, P_PAD, Q_TILE)
+            # The step after each slot: the next row, or row 0 of the next column after the last row.
+            wraps = tile_rows == P_PAD - 1
+            rows = length // cols
+            next_i = tl.where(wraps, 0, tile_rows + 1)
+            next_column = first_column + tile_cols + tl.where(wraps, 1, 0)
+            next_p = rows - 1 - next_i if FLIP else next_i
+            next_q = cols - 1 - next_column if FLIP else next_column
+            next_valid = (next_i < rows) & (next_column < cols)
+            next_raw = tl.load(delta_ptr + delta_row + next_p.to(tl.int64) * cols + next_q, mask=next_valid, other=0)
+            _, next_dt = _step_sizes(next_raw, next_valid, bias, SOFTPLUS)
+            dy, _, _, _ = _output_grad(dout_ptr, dout_ptr, shared_row, positions, valid, num_dirs, False, MEAN, COMPUTE)
+            C = tl.load(C_ptr + C_row0 + state_n * length + positions, mask=state_mask & valid, other=0).to(COMPUTE)
+            dhs = _chunk_scan(_exp2(next_dt * A2), dy * C, dh, True, TRANSPOSED, False, TILE_LEN, P_PAD)
+            dh = tl.sum(tl.sum(tl.where(first_slot, dhs, 0.0), axis=2), axis=1)
+            u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
+            raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
+            dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
+            dtu = dt * u
+            B = tl.load(B_ptr + B_row0 + state_n * length + positions, mask=state_mask & valid, other=0).to(COMPUTE)
+            h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1)
+            drive = dtu * B
+            hs = _chunk_scan(_exp2(dt * A2), drive, h_entry, False, TRANSPOSED, False, TILE_LEN, P_PAD)
+            bc_mask = state_mask & valid
+            B_offsets = B_row0 + state_n * length + positions
+            C_offsets = C_row0 + state_n * length + positions
+            if ATOMIC_BC:
+                tl.atomic_add(dB_ptr + B_offsets, dhs * dtu, mask=bc_mask, sem="relaxed")
+                tl.atomic_add(dC_ptr + C_offsets, hs * dy, mask=bc_mask, sem="relaxed")
+            else:
+                tl.store(dB_ptr + B_offsets, dhs * dtu, mask=bc_mask)
+                tl.store(dC_ptr + C_offsets, hs * dy, mask=bc_mask)
+            # exp(dt_t A) h_{t-1} = h_t - drive_t.
+            decayed = dhs * (hs - drive)
+            dA_sum += tl.sum(tl.sum(decayed * dt, axis=2), axis=1)
+            dh_B = tl.sum(dhs * B, axis=0, keep_dims=True)
+            ddt = dh_B * u + tl.sum(decayed * A, axis=0, keep_dims=True)
+            du = dh_B * dt
+            if HAS_D:
+                du += skip * dy
+                dD_sum += dy * u
+            if SOFTPLUS:
+                ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
+            ddt = tl.where(valid, ddt, 0.0)
+            dbias_sum += ddt
+            tl.store(ddelta_ptr + delta_row + positions, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+            if ACCUMULATE:
+                du += tl.load(du_ptr + shared_row + positions, mask=valid, other=0)
+            tl.store(du_ptr + shared_row + positions, du.to(du_ptr.dtype.element_ty), mask=valid)
+        tl.store(dA_ptr + state_offsets, dA_sum, mask=state_vector < STATE)
+        if HAS_D:
+            tl.store(dD_ptr + chunk_row + chunk, tl.sum(dD_sum))
+        if HAS_BIAS:
+            tl.store(dbias_ptr + chunk_row + chunk, tl.sum(dbias_sum))
+
+
+@triton.jit
 def _state_backward_kernel(
     u_ptr,
     delta_ptr,
@@ -474,6 +754,7 @@ def _state_backward_kernel(
     num_chunks,
     chunk_stride,
     num_dirs,
+    cols,
     DIM: tl.constexpr,
     B_GROUPS: tl.constexpr,
     C_GROUPS: tl.constexpr,
@@ -483,6 +764,8 @@ def _state_backward_kernel(
     TILE_LEN: tl.constexpr,
     BC_VECTOR: tl.constexpr,
     LENGTH_ALIGN: tl.constexpr,
+    LAYOUT: tl.constexpr,
+    P_PAD: tl.constexpr,
     FLIP: tl.constexpr,
     HAS_INDEX: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -508,6 +791,50 @@ def _state_backward_kernel(
     param_row, shared_row, delta_row, B_row0, C_row0, chunk_row = _channel_rows(
         tl.program_id(0), direction, length, chunk_stride, num_dirs, DIM, B_GROUPS, C_GROUPS, STATE
     )
+    if LAYOUT == TRANSPOSED:
+        tl.static_assert(MODE == SEQUENTIAL and not HAS_Z)
+        _columns_backward(
+            u_ptr,
+            delta_ptr,
+            A_ptr,
+            B_ptr,
+            C_ptr,
+            D_ptr,
+            bias_ptr,
+            dout_ptr,
+            states_ptr,
+            du_ptr,
+            ddelta_ptr,
+            dB_ptr,
+            dC_ptr,
+            dA_ptr,
+            dD_ptr,
+            dbias_ptr,
+            param_row,
+            shared_row,
+            delta_row,
+            B_row0,
+            C_row0,
+            chunk_row,
+            length,
+            cols,
+            num_chunks,
+            num_dirs,
+            STATE,
+            N_PAD,
+            CHUNK_LEN,
+            TILE_LEN,
+            P_PAD,
+            FLIP,
+            HAS_D,
+            HAS_BIAS,
+            SOFTPLUS,
+            ACCUMULATE,
+            MEAN,
+            ATOMIC_BC,
+            COMPUTE,
+        )
+        return
     state_n = tl.arange(0, N_PAD)[:, None]
     state_mask = state_n < STATE
     A = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE)

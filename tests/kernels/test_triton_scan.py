@@ -42,7 +42,8 @@ RTOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bf
 def layout(request, monkeypatch):
     """Default tiling, or chunks of 8 tokens with up to 4 channels per program, walked by one program per
     channel block (small-tiles, channel-tiles) or one program per chunk (chunk-parallel); channel-tiles runs every
-    direction on the (channel, token) tile kernels, which by default serve only column orders."""
+    direction on the (channel, token) tile kernels, which by default serve only column orders; small-tiles runs
+    column orders of up to 4 (padded) rows on state tiles of whole columns (STATE_TILE_COLUMNS)."""
     if request.param == "channel-tiles":
         monkeypatch.setattr(triton_scan, "STATE_TILES_FROM_N", 1 << 20)
     if request.param != "default":
@@ -54,6 +55,8 @@ def layout(request, monkeypatch):
         monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", request.param == "chunk-parallel")
         # N = 1 backward programs walk 2 channel blocks: with 3+ blocks per group they still share dB/dC atomically.
         monkeypatch.setattr(triton_scan, "BACKWARD_ROW_STEPS", 2)
+        # Column directions of columns up to 4 (padded) on state tiles of whole columns.
+        monkeypatch.setattr(triton_scan, "STATE_TILE_COLUMNS", request.param == "small-tiles")
     return request.param
 
 
@@ -434,3 +437,26 @@ def test_triton_long_sequences_and_64bit_offsets_on_gpu():
         )
         assert_near(out[:, tail], want_out, 3e-2, "out beyond 2**31")
         assert_near(last[:, tail], want_last, 1e-3, "last_state beyond 2**31")
+
+
+@pytest.mark.parametrize(("shape", "state"), [((36, 40), 1), ((24, 14), 2)], ids=["3-chunks-N1", "N2"])
+def test_fused_cross_scan_long_rows_default_tiling(monkeypatch, shape, state):
+    """The default tiling where rows exceed a forward tile, column directions on state tiles of whole columns
+    (STATE_TILE_COLUMNS; several tiles per chunk, a last chunk of fewer columns), against gather -> reference scan
+    -> merge."""
+    monkeypatch.setattr(triton_scan, "CHUNK_PARALLEL", False)
+    monkeypatch.setattr(triton_scan, "STATE_TILE_COLUMNS", True)
+    plan = scan_plan("cross", shape)
+    inputs = multi_scan_inputs(plan, torch.float64, batch=1, dim=2, state=state)
+    geom = triton_scan._Geometry(1, 2, shape[0] * shape[1], 4, state, 4, 4)
+    column = triton_scan.Direction("transposed", cols=shape[1])
+    assert geom.launch(column, geom.state_tiling.backward_tile).state_tiles
+    cotangent = torch.randn(inputs["u"].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    got = multi_scan(**inputs, plan=plan, backend="triton")
+    want = multi_scan(**inputs, plan=plan, backend="reference")
+    assert_near(got, want, 1e-10, "out")
+    leaves = list(inputs.values())
+    got_grads = torch.autograd.grad(got, leaves, cotangent.to(DEVICE))
+    want_grads = torch.autograd.grad(want, leaves, cotangent.to(DEVICE))
+    for key, g, w in zip(inputs, got_grads, want_grads):
+        assert_near(g, w, 1e-10, f"grad {key}")
