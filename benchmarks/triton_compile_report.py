@@ -174,6 +174,8 @@ def main() -> None:
             DIM=INTS["dim"],
             B_GROUPS=INTS["b_groups"],
             C_GROUPS=INTS["c_groups"],
+            LAYOUT=0,
+            P_PAD=1,
         )
         for tiling in args.tilings:
             tile, warps = (int(x) for x in tiling.split("/"))
