@@ -527,8 +527,8 @@ def scan_forward(geom, directions, u, delta, A, B, C, D, z, delta_bias, softplus
         for k in range(geom.num_dirs):
             launch(k, FROM_CARRY, local, decay_sum)
     else:
-        column_tile = geom.state_tiling.forward_tile if geom.column_tiles else 0
-        launches = [geom.launch(direction, column_tile) for direction in directions]
+        if geom.column_tiles:
+            launches = [geom.launch(direction, geom.state_tiling.forward_tile) for direction in directions]
         for group in _launch_groups([launch.state_tiles for launch in launches], geom.shares_launches):
             state_tiles = launches[group[0]].state_tiles
             rows = geom.forward_rows if state_tiles else block_d

@@ -37,12 +37,17 @@ from .kernels import (
     _channel_params,
     _chunk_range,
     _chunk_scan,
+    _column_slots,
+    _end_slot,
     _exclusive_sum,
     _exp2,
     _group_rows,
     _linear_combine,
+    _per_slot,
     _sigmoid,
+    _slot_value,
     _step_sizes,
+    _sum_slots,
     _widen,
 )
 
@@ -273,18 +278,59 @@ def _forward_output(
 
 
 @triton.jit
-def _column_tile_slots(first_column, length, cols, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr):
-    """TRANSPOSED: (memory positions (int64), valid), both (1, P_PAD, Q_TILE), of a tile of Q_TILE whole columns
-    of the (L / cols, cols) view from scan-order column ``first_column``: tile row i is step i of a column (rows
-    P..P_PAD - 1 padding), tile column j the column first_column + j in scan order (with FLIP the columns run
-    from the last and each bottom to top). A tile row of Q_TILE neighbouring columns is a run of consecutive
-    positions, so a warp's loads cover whole sectors."""
-    rows = length // cols
-    i = tl.arange(0, P_PAD)[None, :, None]
-    column = first_column + tl.arange(0, Q_TILE)[None, None, :]
-    p = rows - 1 - i if FLIP else i
-    q = cols - 1 - column if FLIP else column
-    return p.to(tl.int64) * cols + q, (i < rows) & (column < cols)
+def _token_gradients(
+    dhs,
+    hs,
+    drive,
+    dt,
+    dt_raw,
+    u,
+    B,
+    A,
+    dy,
+    skip,
+    valid,
+    du_ptr,
+    ddelta_ptr,
+    shared_row,
+    delta_row,
+    positions,
+    HAS_D: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+):
+    """The token gradients of a tile from its dh (dhs) and recomputed states (hs), (N_PAD, slots...) each, with
+    drive = dt u B and the token vectors (1, slots...): stores ddelta and du (added to du with ACCUMULATE).
+    Returns (dh_t exp(dt_t A) h_{t-1} per state and slot, for dA; ddelta, 0 where masked, for ddelta_bias)."""
+    # exp(dt_t A) h_{t-1} = h_t - drive_t.
+    decayed = dhs * (hs - drive)
+    dh_B = tl.sum(dhs * B, axis=0, keep_dims=True)
+    ddt = dh_B * u + tl.sum(decayed * A, axis=0, keep_dims=True)
+    du = dh_B * dt
+    if HAS_D:
+        du += skip * dy
+    if SOFTPLUS:
+        ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
+    ddt = tl.where(valid, ddt, 0.0)
+    tl.store(ddelta_ptr + delta_row + positions, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
+    if ACCUMULATE:
+        du += tl.load(du_ptr + shared_row + positions, mask=valid, other=0)
+    tl.store(du_ptr + shared_row + positions, du.to(du_ptr.dtype.element_ty), mask=valid)
+    return decayed, ddt
+
+
+@triton.jit
+def _column_tile_slots(
+    tile, length, cols, NEXT: tl.constexpr, FLIP: tl.constexpr, P_PAD: tl.constexpr, Q_TILE: tl.constexpr
+):
+    """TRANSPOSED: (memory positions, valid), both (1, P_PAD, Q_TILE), of tile ``tile`` of Q_TILE whole columns
+    of the (L / cols, cols) view, laid out as the (channel, token) kernels' column tiles (``_column_slots``), or
+    with NEXT of the step after each slot. A tile row of neighbouring columns is a run of consecutive positions,
+    so a warp's loads cover whole sectors."""
+    positions, valid = _column_slots(
+        tl.arange(0, P_PAD)[:, None], tl.arange(0, Q_TILE)[None, :], tile, length, cols, NEXT, FLIP, P_PAD, Q_TILE, 1
+    )
+    return positions[None, :, :], valid[None, :, :]
 
 
 @triton.jit
@@ -329,18 +375,18 @@ def _columns_forward(
     (channel, token) tiles, so both kernels keep the same states. Multi-direction scans have no gate z."""
     Q_TILE: tl.constexpr = TILE_LEN // P_PAD
     Q_CHUNK: tl.constexpr = CHUNK_LEN // P_PAD
+    TILES: tl.constexpr = CHUNK_LEN // TILE_LEN
     state_n = tl.arange(0, N_PAD)[:, None, None]
     state_mask = state_n < STATE
     A2 = tl.load(A_ptr + param_row * STATE + state_n, mask=state_mask, other=0).to(COMPUTE) * LOG2E
     skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
-    # The last slot in scan order: the last row of the tile's last column.
-    last = (tl.arange(0, P_PAD)[None, :, None] == P_PAD - 1) & (tl.arange(0, Q_TILE)[None, None, :] == Q_TILE - 1)
+    last = _per_slot(_end_slot(True, TRANSPOSED, FLIP, TILE_LEN, P_PAD), TRANSPOSED)
     minus_inf: tl.constexpr = SOFTPLUS and tl.float32 == COMPUTE
     h = tl.full((N_PAD,), 0, COMPUTE)
     for chunk in range(num_chunks):
         tiles = tl.cdiv(tl.minimum(Q_CHUNK, cols - chunk * Q_CHUNK), Q_TILE)
         for tile in range(tiles):
-            positions, valid = _column_tile_slots(chunk * Q_CHUNK + tile * Q_TILE, length, cols, FLIP, P_PAD, Q_TILE)
+            positions, valid = _column_tile_slots(chunk * TILES + tile, length, cols, False, FLIP, P_PAD, Q_TILE)
             u, raw, z, out = _token_loads(
                 u_ptr, delta_ptr, z_ptr, out_ptr, shared_row, delta_row, positions, valid, False, ACCUMULATE, minus_inf
             )
@@ -350,9 +396,9 @@ def _columns_forward(
             B = _widen(tl.load(B_ptr + B_offsets, mask=state_mask & valid, other=0), COMPUTE)
             C_offsets = C_row0 + state_n * length + positions
             C = _widen(tl.load(C_ptr + C_offsets, mask=state_mask & valid, other=0), COMPUTE)
-            hs = _chunk_scan(_exp2(dt * A2), dt * u * B, h, False, TRANSPOSED, False, TILE_LEN, P_PAD)
+            hs = _chunk_scan(_exp2(dt * A2), dt * u * B, h, False, TRANSPOSED, FLIP, TILE_LEN, P_PAD)
             # Padding slots have decay 1 and no input: the last slot holds the tile's end state.
-            h = tl.sum(tl.sum(tl.where(last, hs, 0.0), axis=2), axis=1)
+            h = _slot_value(hs, last, TRANSPOSED)
             y = _forward_output(hs, C, u, skip, z, out, num_dirs, HAS_D, False, MEAN, ACCUMULATE, COMPUTE)
             tl.store(out_ptr + shared_row + positions, y.to(out_ptr.dtype.element_ty), mask=valid)
         if STORE_STATES:
@@ -642,9 +688,7 @@ def _columns_backward(
     A2_vector = tl.load(A_ptr + param_row * STATE + state_vector, mask=state_vector < STATE, other=0)
     A2_vector = A2_vector.to(COMPUTE) * LOG2E
     skip, bias = _channel_params(D_ptr, bias_ptr, param_row, True, HAS_D, HAS_BIAS, COMPUTE)
-    tile_rows = tl.arange(0, P_PAD)[None, :, None]
-    tile_cols = tl.arange(0, Q_TILE)[None, None, :]
-    first_slot = (tile_rows == 0) & (tile_cols == 0)
+    first = _per_slot(_end_slot(False, TRANSPOSED, FLIP, TILE_LEN, P_PAD), TRANSPOSED)
     tile_ids = tl.arange(0, TILES)[None, :]
     dh = tl.full((N_PAD,), 0, COMPUTE)
     for chunk_step in range(num_chunks):
@@ -656,43 +700,35 @@ def _columns_backward(
         entries = tl.full((N_PAD, TILES), 0, COMPUTE)
         for tile in range(tiles):
             entries = tl.where(tile_ids == tile, h[:, None], entries)
-            positions, valid = _column_tile_slots(chunk * Q_CHUNK + tile * Q_TILE, length, cols, FLIP, P_PAD, Q_TILE)
+            positions, valid = _column_tile_slots(chunk * TILES + tile, length, cols, False, FLIP, P_PAD, Q_TILE)
             u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
             raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
             _, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
             B = tl.load(B_ptr + B_row0 + state_n * length + positions, mask=state_mask & valid, other=0).to(COMPUTE)
-            weights = _exp2(A2 * _exclusive_sum(dt, True, TRANSPOSED, False))
-            tile_input = tl.sum(tl.sum(weights * (dt * u) * B, axis=2), axis=1)
+            weights = _exp2(A2 * _exclusive_sum(dt, True, TRANSPOSED, FLIP))
+            tile_input = _sum_slots(weights * (dt * u) * B, TRANSPOSED)
             h = _exp2(A2_vector * tl.sum(dt)) * h + tile_input
         dA_sum = tl.full((N_PAD,), 0, COMPUTE)
         dD_sum = tl.full((1, P_PAD, Q_TILE), 0, COMPUTE)
         dbias_sum = tl.full((1, P_PAD, Q_TILE), 0, COMPUTE)
         for tile_step in range(tiles):
-            tile = tiles - 1 - tile_step
-            first_column = chunk * Q_CHUNK + tile * Q_TILE
-            positions, valid = _column_tile_slots(first_column, length, cols, FLIP, P_PAD, Q_TILE)
-            # The step after each slot: the next row, or row 0 of the next column after the last row.
-            wraps = tile_rows == P_PAD - 1
-            rows = length // cols
-            next_i = tl.where(wraps, 0, tile_rows + 1)
-            next_column = first_column + tile_cols + tl.where(wraps, 1, 0)
-            next_p = rows - 1 - next_i if FLIP else next_i
-            next_q = cols - 1 - next_column if FLIP else next_column
-            next_valid = (next_i < rows) & (next_column < cols)
-            next_raw = tl.load(delta_ptr + delta_row + next_p.to(tl.int64) * cols + next_q, mask=next_valid, other=0)
+            tile = chunk * TILES + tiles - 1 - tile_step
+            positions, valid = _column_tile_slots(tile, length, cols, False, FLIP, P_PAD, Q_TILE)
+            next_positions, next_valid = _column_tile_slots(tile, length, cols, True, FLIP, P_PAD, Q_TILE)
+            next_raw = tl.load(delta_ptr + delta_row + next_positions, mask=next_valid, other=0)
             _, next_dt = _step_sizes(next_raw, next_valid, bias, SOFTPLUS)
             dy, _, _, _ = _output_grad(dout_ptr, dout_ptr, shared_row, positions, valid, num_dirs, False, MEAN, COMPUTE)
             C = tl.load(C_ptr + C_row0 + state_n * length + positions, mask=state_mask & valid, other=0).to(COMPUTE)
-            dhs = _chunk_scan(_exp2(next_dt * A2), dy * C, dh, True, TRANSPOSED, False, TILE_LEN, P_PAD)
-            dh = tl.sum(tl.sum(tl.where(first_slot, dhs, 0.0), axis=2), axis=1)
+            dhs = _chunk_scan(_exp2(next_dt * A2), dy * C, dh, True, TRANSPOSED, FLIP, TILE_LEN, P_PAD)
+            dh = _slot_value(dhs, first, TRANSPOSED)
             u = tl.load(u_ptr + shared_row + positions, mask=valid, other=0).to(COMPUTE)
             raw = tl.load(delta_ptr + delta_row + positions, mask=valid, other=0)
             dt_raw, dt = _step_sizes(raw, valid, bias, SOFTPLUS)
             dtu = dt * u
             B = tl.load(B_ptr + B_row0 + state_n * length + positions, mask=state_mask & valid, other=0).to(COMPUTE)
-            h_entry = tl.sum(tl.where(tile_ids == tile, entries, 0.0), axis=1)
+            h_entry = tl.sum(tl.where(tile_ids == tile - chunk * TILES, entries, 0.0), axis=1)
             drive = dtu * B
-            hs = _chunk_scan(_exp2(dt * A2), drive, h_entry, False, TRANSPOSED, False, TILE_LEN, P_PAD)
+            hs = _chunk_scan(_exp2(dt * A2), drive, h_entry, False, TRANSPOSED, FLIP, TILE_LEN, P_PAD)
             bc_mask = state_mask & valid
             B_offsets = B_row0 + state_n * length + positions
             C_offsets = C_row0 + state_n * length + positions
@@ -702,23 +738,31 @@ def _columns_backward(
             else:
                 tl.store(dB_ptr + B_offsets, dhs * dtu, mask=bc_mask)
                 tl.store(dC_ptr + C_offsets, hs * dy, mask=bc_mask)
-            # exp(dt_t A) h_{t-1} = h_t - drive_t.
-            decayed = dhs * (hs - drive)
-            dA_sum += tl.sum(tl.sum(decayed * dt, axis=2), axis=1)
-            dh_B = tl.sum(dhs * B, axis=0, keep_dims=True)
-            ddt = dh_B * u + tl.sum(decayed * A, axis=0, keep_dims=True)
-            du = dh_B * dt
+            decayed, ddt = _token_gradients(
+                dhs,
+                hs,
+                drive,
+                dt,
+                dt_raw,
+                u,
+                B,
+                A,
+                dy,
+                skip,
+                valid,
+                du_ptr,
+                ddelta_ptr,
+                shared_row,
+                delta_row,
+                positions,
+                HAS_D,
+                SOFTPLUS,
+                ACCUMULATE,
+            )
+            dA_sum += _sum_slots(decayed * dt, TRANSPOSED)
             if HAS_D:
-                du += skip * dy
                 dD_sum += dy * u
-            if SOFTPLUS:
-                ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
-            ddt = tl.where(valid, ddt, 0.0)
             dbias_sum += ddt
-            tl.store(ddelta_ptr + delta_row + positions, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
-            if ACCUMULATE:
-                du += tl.load(du_ptr + shared_row + positions, mask=valid, other=0)
-            tl.store(du_ptr + shared_row + positions, du.to(du_ptr.dtype.element_ty), mask=valid)
         tl.store(dA_ptr + state_offsets, dA_sum, mask=state_vector < STATE)
         if HAS_D:
             tl.store(dD_ptr + chunk_row + chunk, tl.sum(dD_sum))
@@ -925,14 +969,30 @@ def _state_backward_kernel(
                 )
                 _store_states(dB_ptr, B_row0, positions, valid, state_mask, length, dhs * dtu, ATOMIC_BC)
                 _store_states(dC_ptr, C_row0, positions, valid, state_mask, length, hs * dy, ATOMIC_BC)
-                # exp(dt_t A) h_{t-1} = h_t - drive_t.
-                decayed = dhs * (hs - drive)
+                decayed, ddt = _token_gradients(
+                    dhs,
+                    hs,
+                    drive,
+                    dt,
+                    dt_raw,
+                    u,
+                    B,
+                    A,
+                    dy,
+                    skip,
+                    valid,
+                    du_ptr,
+                    ddelta_ptr,
+                    shared_row,
+                    delta_row,
+                    positions,
+                    HAS_D,
+                    SOFTPLUS,
+                    ACCUMULATE,
+                )
                 dA_sum += tl.sum(decayed * dt, axis=1, keep_dims=True)
-                dh_B = tl.sum(dhs * B, axis=0, keep_dims=True)
-                ddt = dh_B * u + tl.sum(decayed * A, axis=0, keep_dims=True)
-                du = dh_B * dt
+                dbias_sum += ddt
                 if HAS_D:
-                    du += skip * dy
                     dD_sum += dy * u
                 if HAS_Z:
                     C = _load_states(C_ptr, C_row0, positions, valid, state_mask, length, BC_VECTOR).to(COMPUTE)
@@ -941,14 +1001,6 @@ def _state_backward_kernel(
                         y += skip * u
                     dz = dout * y * gate * (1.0 + z * (1.0 - gate))
                     tl.store(dz_ptr + shared_row + positions, dz.to(dz_ptr.dtype.element_ty), mask=valid)
-                if SOFTPLUS:
-                    ddt = tl.where(dt_raw > 20.0, ddt, ddt * _sigmoid(dt_raw))
-                ddt = tl.where(valid, ddt, 0.0)
-                dbias_sum += ddt
-                tl.store(ddelta_ptr + delta_row + positions, ddt.to(ddelta_ptr.dtype.element_ty), mask=valid)
-                if ACCUMULATE:
-                    du += tl.load(du_ptr + shared_row + positions, mask=valid, other=0)
-                tl.store(du_ptr + shared_row + positions, du.to(du_ptr.dtype.element_ty), mask=valid)
         if MODE == SUMMARY:
             tl.store(carry_ptr + state_offsets, dh, mask=state_mask)
             tl.store(decay_sum_ptr + chunk_row + chunk, next_dt_total)
